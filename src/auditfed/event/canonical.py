@@ -1,0 +1,66 @@
+"""Canonical event bytes: RFC 8785, the JSON Canonicalization Scheme (JCS).
+
+The leaf data of the Merkle log is the JCS encoding of the stored event, so anyone can
+re-derive it. JCS is the reference; the ``rfc8785`` package implements it. It is pure
+Python (about 30 µs for an ordinary event), so on the ingest path we take a fast route
+where it provably yields the same bytes: orjson with sorted keys is byte-identical to
+JCS for JSON whose numbers are all integers within ±(2**53 - 1) and whose object keys
+have no code point at or above U+E000 (the only place where JCS's UTF-16 key order can
+differ from code point order). String escaping is the same in both (checked by tests).
+Anything else (floats, exotic keys) goes through ``rfc8785``. A property test holds
+the two routes equal.
+
+The same walk enforces the I-JSON limits every stored event must meet: nesting depth
+and integer range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import rfc8785
+
+from auditfed.errors import InvalidEvent
+
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_DEPTH = 32
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """The RFC 8785 canonical JSON bytes of ``value``."""
+    if _plain(value, 0):
+        return orjson.dumps(value, option=_SORTED)
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        raise InvalidEvent(f"not canonicalisable as I-JSON: {exc}") from None
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True when orjson's sorted output is exactly JCS for ``value``.
+
+    Raises :class:`InvalidEvent` for nesting deeper than ``MAX_DEPTH``.
+    """
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            raise InvalidEvent(f"nesting deeper than {MAX_DEPTH} levels")
+        for key, item in value.items():
+            if type(key) is not str or (key and max(key) >= "\ue000"):
+                return False
+            if not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        if depth >= MAX_DEPTH:
+            raise InvalidEvent(f"nesting deeper than {MAX_DEPTH} levels")
+        return all(_plain(item, depth + 1) for item in value)
+    if kind is int:
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return True
+        raise InvalidEvent(f"integer {value} is outside the I-JSON range ±(2**53 - 1)")
+    return False
