@@ -1,0 +1,93 @@
+"""The ASGI application: routes, problem handlers, draining, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from auditfed import __version__
+from auditfed.api import admin_routes, ingest_routes, log_routes, problems, query_routes
+from auditfed.api.problems import problem
+from auditfed.node import Node
+
+log = logging.getLogger(__name__)
+
+
+class Draining:
+    """Counts requests in flight; once draining, new requests get 503 + Retry-After."""
+
+    def __init__(self, app: ASGIApp, state: object) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        if state.draining:  # type: ignore[attr-defined]
+            response = problem(503, "Service unavailable", "the server is shutting down")
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
+        state.in_flight += 1  # type: ignore[attr-defined]
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            state.in_flight -= 1  # type: ignore[attr-defined]
+
+
+async def _publish_checkpoints(node: Node) -> None:
+    """Sign a checkpoint at least once per interval while the log grows."""
+    interval = node.settings.checkpoint_interval
+    while True:
+        await asyncio.sleep(interval)
+        latest = node.sequencer.latest_checkpoint
+        if latest is None or node.sequencer.size > latest.size:
+            try:
+                await node.sequencer.checkpoint()
+            except Exception:
+                log.exception("checkpoint failed")
+
+
+def create_app(node: Node, *, start_node: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_node:
+            node.start()
+        tasks = [asyncio.create_task(_publish_checkpoints(node), name="checkpoints")]
+        if node.settings.demo:
+            from auditfed.demo import feed_demo_events
+
+            tasks.append(asyncio.create_task(feed_demo_events(node), name="demo"))
+        log.info("serving", extra={"origin": node.origin, "size": node.sequencer.size})
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if start_node:
+                node.close()
+
+    app = FastAPI(
+        title="auditfed",
+        version=__version__,
+        summary="One provable audit trail across services, data stores, pipelines and clouds.",
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    app.state.draining = False
+    app.state.in_flight = 0
+    problems.install(app)
+    for module in (ingest_routes, log_routes, query_routes, admin_routes):
+        app.include_router(module.router)
+    app.add_middleware(Draining, state=app.state)
+    return app

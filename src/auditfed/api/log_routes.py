@@ -1,0 +1,105 @@
+"""The log's public face: checkpoints, key, entries and RFC 9162 proofs.
+
+The checkpoint and the verifier key are public (anyone may verify); entries and
+proofs reveal events and need an auditor or admin token.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import PlainTextResponse, Response
+
+from auditfed.api.deps import READERS, authorise, node_of
+from auditfed.api.responses import JSON
+from auditfed.errors import InvalidInput, NotFound
+from auditfed.ledger import consistency_proof, inclusion_proof
+
+router = APIRouter(tags=["log"])
+
+MAX_ENTRIES = 1000
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@router.get("/v1/log/checkpoint", summary="A signed checkpoint (C2SP signed note)")
+async def get_checkpoint(
+    request: Request,
+    size: int | None = Query(None, ge=0, description="the checkpoint signed at this size"),
+) -> Response:
+    """The latest checkpoint, signed now if the log grew since the last one; or, with
+    ``size``, the checkpoint published at exactly that size (every one is kept)."""
+    node = node_of(request)
+    if size is None:
+        record = await node.sequencer.checkpoint()
+    else:
+        record = node.store.checkpoint_at_least(size)
+        if record is None or record.size != size:
+            raise NotFound(f"no checkpoint was signed at size {size}")
+    return PlainTextResponse(record.note, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/v1/log/key", summary="The log's verifier key")
+def get_key(request: Request) -> Response:
+    return PlainTextResponse(node_of(request).signer.verifier_key() + "\n")
+
+
+@router.get("/v1/log/entries", summary="Leaf data of entries [start, end)")
+def get_entries(
+    request: Request,
+    start: int = Query(ge=0),
+    end: int = Query(gt=0),
+) -> Response:
+    """A server may return fewer entries than asked (at most 1,000); clients page on."""
+    authorise(request, *READERS)
+    size = node_of(request).sequencer.size
+    if start >= end:
+        raise InvalidInput("start must be below end (end is exclusive)")
+    if end > size:
+        raise InvalidInput(f"end {end} is beyond the log's size {size}")
+    rows = node_of(request).store.entries(start, min(end, start + MAX_ENTRIES))
+    return JSON({"entries": [{"index": i, "data": _b64(data)} for i, data in rows]})
+
+
+@router.get("/v1/log/proof/inclusion", summary="RFC 9162 inclusion proof")
+def get_inclusion_proof(
+    request: Request,
+    index: int = Query(ge=0),
+    size: int | None = Query(None, ge=1, description="tree size; default: latest checkpoint"),
+) -> Response:
+    authorise(request, *READERS)
+    node = node_of(request)
+    size = _tree_size(node, size)
+    if index >= size:
+        raise InvalidInput(f"index {index} is not in a tree of size {size}")
+    hashes = inclusion_proof(index, size, node.store)
+    return JSON({"index": index, "size": size, "hashes": [_b64(h) for h in hashes]})
+
+
+@router.get("/v1/log/proof/consistency", summary="RFC 9162 consistency proof")
+def get_consistency_proof(
+    request: Request,
+    old: int = Query(ge=0),
+    new: int = Query(ge=0),
+) -> Response:
+    authorise(request, *READERS)
+    node = node_of(request)
+    _tree_size(node, new)
+    if old > new:
+        raise InvalidInput(f"old size {old} is larger than new size {new}")
+    hashes = consistency_proof(old, new, node.store)
+    return JSON({"old": old, "new": new, "hashes": [_b64(h) for h in hashes]})
+
+
+def _tree_size(node: object, size: int | None) -> int:
+    sequencer = node.sequencer  # type: ignore[attr-defined]
+    committed = sequencer.size
+    if size is None:
+        latest = sequencer.latest_checkpoint
+        return latest.size if latest else committed
+    if size > committed:
+        raise InvalidInput(f"size {size} is beyond the log's size {committed}")
+    return size

@@ -1,0 +1,67 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from auditfed.errors import AuditfedError, InvalidEvent, Unavailable
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+TYPE_BASE = "https://auditfed.dev/problems/"
+
+
+def problem(status: int, title: str, detail: str, **extensions: Any) -> Response:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extensions,
+    }
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    return Response(orjson.dumps(body), status, headers=headers, media_type=PROBLEM_TYPE)
+
+
+def problem_for(exc: AuditfedError) -> Response:
+    extensions = dict(exc.extensions)
+    if isinstance(exc, InvalidEvent):
+        extensions["errors"] = exc.errors
+    return problem(exc.status, exc.title, exc.detail, **extensions)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(AuditfedError)
+    async def on_auditfed_error(request: Request, exc: AuditfedError) -> Response:
+        if isinstance(exc, Unavailable):
+            log.warning("unavailable", extra={"path": request.url.path, "detail": exc.detail})
+        return problem_for(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"path": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"path": "", "reason": "invalid request"}
+        return problem(
+            400, "Invalid input", f"{first['path']}: {first['reason']}", errors=errors
+        )
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        titles = {404: "Not found", 405: "Method not allowed"}
+        return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem(500, "Internal error", "an unexpected error occurred; see the server log")

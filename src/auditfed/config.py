@@ -1,0 +1,97 @@
+"""Settings: one model, filled from flags, ``AUDITFED_*`` environment variables and a
+TOML file (``--config``), in that order of precedence, then defaults.
+
+Every setting can be given all three ways: ``max_body_bytes`` is the flag
+``--max-body-bytes``, the variable ``AUDITFED_MAX_BODY_BYTES`` and the TOML key
+``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from auditfed.errors import ConfigError
+
+DEFAULT_PORT = 8400
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUDITFED_", extra="forbid")
+
+    data_dir: Path = Field(Path("auditfed-data"), description="where the log, key and store live")
+    listen: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="HOST:PORT to serve on")
+    store: str | None = Field(None, description="store URL; default: SQLite in the data dir")
+    origin: str | None = Field(None, description="log origin (checkpoint name), set at init")
+    fsync: bool = Field(
+        True,
+        description="fsync every commit: acknowledged events survive power loss, not only "
+        "a process crash. Checkpoints are always fsynced.",
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(10_000, ge=1)
+    max_commit_events: int = Field(20_000, ge=1, description="group-commit batch cap")
+    checkpoint_interval: float = Field(0.5, gt=0, le=1.0, description="seconds between checkpoints")
+    token_cache_seconds: float = Field(1.0, ge=0)
+    shutdown_grace: float = Field(10.0, ge=0, description="seconds for in-flight work on SIGTERM")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    demo: bool = Field(False, description="feed demo events from made-up services")
+    demo_rate: float = Field(20.0, gt=0, description="demo events per second")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{(self.data_dir / 'auditfed.db').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Settings from flags (those not None) over environment over the TOML file."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+    given = {key: value for key, value in flags.items() if value is not None}
+    try:
+        env_and_flags = Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    # The environment and flags win over the file: take the file's values for every
+    # field that neither set.
+    explicit = env_and_flags.model_fields_set
+    merged = {**file_values, **{k: getattr(env_and_flags, k) for k in explicit}}
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+    )

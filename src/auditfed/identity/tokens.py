@@ -1,0 +1,126 @@
+"""API bearer tokens and roles.
+
+A token is ``afd_`` followed by 43 base64url characters (256 random bits). Only its
+SHA-256 digest is stored; the token itself is shown once, when it is created.
+
+Roles (DESIGN.md "Auth"): ``source`` writes events, only as its own service (and
+environment, when the token names one); ``auditor`` reads, queries, proves and
+exports; ``admin`` manages tokens, rules and config and may do what an auditor does.
+
+A running server caches what it learnt about a token for ``cache_seconds`` (1 s by
+default), so a token created or revoked by ``auditfed token create|revoke`` on the
+same data dir takes effect within that time, while a flood of requests does not
+turn into a flood of store reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from auditfed.errors import Forbidden, InvalidInput, Unauthenticated
+from auditfed.event.model import format_time
+from auditfed.store.base import Store, TokenRecord
+
+ROLES = ("source", "auditor", "admin")
+_TOKEN_SHAPE = re.compile(r"^afd_[A-Za-z0-9_-]{43}$")
+_CACHE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the role and binding of the token they presented."""
+
+    token_id: str
+    role: str
+    service: str | None = None
+    environment: str | None = None
+
+    def require(self, *roles: str) -> None:
+        if self.role not in roles:
+            raise Forbidden(f"this needs the {' or '.join(roles)} role; the token is {self.role}")
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenAuthority:
+    """Creates, checks, lists and revokes tokens held in a :class:`Store`."""
+
+    def __init__(self, store: Store, cache_seconds: float = 1.0) -> None:
+        self.store = store
+        self.cache_seconds = cache_seconds
+        self._cache: dict[bytes, tuple[float, TokenRecord | None]] = {}
+        self._lock = threading.Lock()
+
+    def create(
+        self,
+        role: str,
+        *,
+        service: str | None = None,
+        environment: str | None = None,
+        description: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[str, TokenRecord]:
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        if role == "source" and not service:
+            raise InvalidInput("a source token must name its service (--service)")
+        token = "afd_" + secrets.token_urlsafe(32)
+        digest = token_digest(token)
+        record = TokenRecord(
+            token_id=digest[:6].hex(),
+            role=role,
+            service=service,
+            environment=environment,
+            description=description,
+            created_at=format_time(datetime.now(UTC)),
+            expires_at=format_time(expires_at) if expires_at else None,
+            revoked_at=None,
+        )
+        self.store.add_token(digest, record)
+        return token, record
+
+    def authenticate(self, header: str | None) -> Caller:
+        """The caller behind an ``Authorization`` header value; 401 if there is none."""
+        if not header:
+            raise Unauthenticated("no bearer token: send Authorization: Bearer <token>")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("the Authorization header must be: Bearer <token>")
+        token = token.strip()
+        if not _TOKEN_SHAPE.match(token):
+            raise Unauthenticated("the bearer token is malformed")
+        record = self._lookup(token_digest(token))
+        if record is None:
+            raise Unauthenticated("the bearer token is not known")
+        now = format_time(datetime.now(UTC))
+        if record.revoked_at is not None:
+            raise Unauthenticated("the bearer token was revoked")
+        if record.expires_at is not None and record.expires_at <= now:
+            raise Unauthenticated("the bearer token has expired")
+        return Caller(record.token_id, record.role, record.service, record.environment)
+
+    def _lookup(self, digest: bytes) -> TokenRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        record = self.store.find_token(digest)
+        with self._lock:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[digest] = (now, record)
+        return record
+
+    def list(self) -> list[TokenRecord]:
+        return self.store.list_tokens()
+
+    def revoke(self, token_id: str) -> bool:
+        return self.store.revoke_token(token_id, format_time(datetime.now(UTC)))

@@ -1,0 +1,111 @@
+"""Preparing one event for the log: validate, bind to the sender, canonicalise.
+
+The sender's credential is the authority on ``source``: a ``source`` token's service
+(and environment, when the token names one) is written into the event, and an event
+that claims another is refused. Server-owned fields are set here: ``observed_time``,
+``id`` when the producer sent none, and ``actor.verified``.
+
+A prepared event carries its canonical bytes (the leaf data, RFC 8785) and leaf hash,
+so that the sequencer's critical section only assigns indexes and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from auditfed.errors import Forbidden, InvalidEvent
+from auditfed.event import canonical_bytes, new_event_id, validate_event
+from auditfed.identity.tokens import Caller
+from auditfed.ledger.hashing import leaf_hash
+from auditfed.store.base import EntryRow
+
+#: A stage that may rewrite a validated event before it is canonicalised
+#: (identity verification and resolution, redaction).
+Enricher = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    position: int
+    row: EntryRow
+    #: The id was assigned here, so it cannot be a duplicate of anything stored.
+    fresh_id: bool
+
+
+def bind_source(event: dict[str, Any], caller: Caller, position: int) -> None:
+    """Write the caller's service/environment into ``event.source`` (or refuse)."""
+    source = event.get("source")
+    if caller.role != "source":
+        if not source or not source.get("service"):
+            raise InvalidEvent(
+                "source.service is required",
+                [{"item": position, "path": "source.service", "reason": "required"}],
+            )
+        return
+    source = event.setdefault("source", {"service": caller.service})
+    for field in ("service", "environment"):
+        bound = getattr(caller, field)
+        if bound is None:
+            continue
+        claimed = source.get(field)
+        if claimed is not None and claimed != bound:
+            raise Forbidden(
+                f"item {position}: source.{field} {claimed!r} is not this token's {field} "
+                f"{bound!r}",
+                item=position,
+            )
+        source[field] = bound
+
+
+def prepare_event(
+    obj: Any,
+    position: int,
+    caller: Caller,
+    observed_time: str,
+    enrichers: tuple[Enricher, ...] = (),
+) -> Prepared:
+    event = validate_event(obj, position=position)
+    bind_source(event, caller, position)
+    event["observed_time"] = observed_time
+    event.setdefault("time", observed_time)
+    fresh_id = "id" not in event
+    if fresh_id:
+        event["id"] = new_event_id()
+    for enrich in enrichers:
+        event = enrich(event)
+    _never_store_raw_tokens(event)
+    data = canonical_bytes(event)
+    return Prepared(position, entry_row(event, data), fresh_id)
+
+
+def _never_store_raw_tokens(event: dict[str, Any]) -> None:
+    # Without an identity stage to verify it, a presented token is dropped unread:
+    # a bearer credential must never reach the log.
+    actor = event["actor"]
+    if actor.pop("token", None) is not None:
+        actor["verified"] = False
+        actor.setdefault("verification_error", "no trusted issuer is configured")
+
+
+def entry_row(event: dict[str, Any], data: bytes) -> EntryRow:
+    """The store row for an event whose canonical bytes are ``data``."""
+    actor = event["actor"]
+    resource = event.get("resource") or {}
+    source = event["source"]
+    trace = event.get("trace")
+    return EntryRow(
+        data=data,
+        leaf_hash=leaf_hash(data),
+        service=source["service"],
+        event_id=event["id"],
+        time=event["time"],
+        action=event["action"],
+        actor=actor["id"],
+        principal=actor.get("principal"),
+        resource=resource.get("id"),
+        trace_id=trace["trace_id"] if trace else None,
+        environment=source.get("environment"),
+        outcome=event["outcome"],
+    )

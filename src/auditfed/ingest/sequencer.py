@@ -1,0 +1,243 @@
+"""The sequencer: the log's single writer.
+
+Requests hand over prepared events and wait; one thread takes everything that is
+waiting, assigns indexes, writes entries and tiles in ONE transaction (a group
+commit), and only then answers every waiting request. Concurrent requests therefore
+share commits and fsyncs, and an answer always means "durable".
+
+The same thread signs checkpoints (C2SP tlog-checkpoint) of the committed tree, in a
+commit that is always fsynced; a checkpoint is published only after that commit, so
+no published checkpoint can cover entries a crash or power loss could take back.
+
+Deduplication: an event is identified by ``(source.service, id)``. Re-sending it
+answers ``duplicate`` with the original index, also within one commit group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from auditfed.errors import StoreError, Unavailable
+from auditfed.event.model import format_time
+from auditfed.ingest.prepare import Prepared
+from auditfed.ledger import Checkpoint, Signer, TreeAppender, root_at, sign_checkpoint
+from auditfed.store.base import CheckpointRecord, EntryRow, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    index: int
+    duplicate: bool
+
+
+#: Called in the sequencer thread after each commit with the first new index and the
+#: new rows (detection and forwarding subscribe here).
+CommitListener = Callable[[int, Sequence[EntryRow]], None]
+
+
+@dataclass
+class _Job:
+    items: Sequence[Prepared] | None  # None: a checkpoint request
+    future: Future = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class Sequencer:
+    def __init__(
+        self,
+        store: Store,
+        signer: Signer,
+        *,
+        max_commit_events: int = 20_000,
+        observe_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.max_commit_events = max_commit_events
+        self.observe_commit = observe_commit
+        self.listeners: list[CommitListener] = []
+        self.tree = TreeAppender.load(store.size(), store)
+        self.latest_checkpoint = store.latest_checkpoint()
+        self._check_against_checkpoint()
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="auditfed-sequencer", daemon=True)
+        self._stopped = False
+
+    @property
+    def size(self) -> int:
+        """Entries committed (what the next checkpoint will cover)."""
+        return self.tree.size
+
+    def _check_against_checkpoint(self) -> None:
+        """Refuse to run on a store that lost or changed what a checkpoint signed."""
+        cp = self.latest_checkpoint
+        if cp is None:
+            return
+        if self.tree.size < cp.size:
+            raise StoreError(
+                f"the store holds {self.tree.size} entries but checkpoint {cp.size} was "
+                "signed: entries were lost; run 'auditfed verify'"
+            )
+        if root_at(cp.size, self.store) != cp.root:
+            raise StoreError(
+                f"the stored tree at size {cp.size} does not match the signed checkpoint; "
+                "run 'auditfed verify'"
+            )
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self._thread.start()
+        if self.latest_checkpoint is None or self.latest_checkpoint.size < self.size:
+            self.checkpoint_now()
+
+    def stop(self) -> None:
+        """Finish what is queued, sign a final checkpoint, stop the thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._thread.is_alive():
+            self._queue.put(_Job(None))
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    # --- submitting ---
+    async def append(self, items: Sequence[Prepared]) -> list[Sequenced]:
+        return await asyncio.wrap_future(self._submit(_Job(items)))
+
+    def append_sync(self, items: Sequence[Prepared]) -> list[Sequenced]:
+        return self._submit(_Job(items)).result()
+
+    async def checkpoint(self) -> CheckpointRecord:
+        """A checkpoint of the committed tree, signed now if the log grew."""
+        return await asyncio.wrap_future(self._submit(_Job(None)))
+
+    def checkpoint_now(self) -> CheckpointRecord:
+        return self._submit(_Job(None)).result()
+
+    def _submit(self, job: _Job) -> Future:
+        if self._stopped:
+            raise Unavailable("the log is shutting down")
+        self._queue.put(job)
+        return job.future
+
+    # --- the writer thread ---
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            jobs, stop = self._gather(first)  # type: ignore[arg-type]
+            appends = [job for job in jobs if job.items is not None]
+            if appends:
+                self._commit(appends)
+            for job in jobs:
+                if job.items is None:
+                    self._sign(job)
+            if stop:
+                return
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        """Everything waiting now, up to the commit size cap."""
+        jobs = [first]
+        count = len(first.items or ())
+        while count < self.max_commit_events:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return jobs, True
+            jobs.append(job)  # type: ignore[arg-type]
+            count += len(job.items or ())  # type: ignore[union-attr]
+        return jobs, False
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        started = time.perf_counter()
+        snapshot = self.tree.copy()
+        first_index = self.tree.size
+        try:
+            with self.store.transaction() as tx:
+                results, rows = self._assign(jobs, tx.existing_indexes(self._keys(jobs)))
+                if rows:
+                    tx.append_entries(first_index, rows)
+                    self.tree.extend(row.leaf_hash for row in rows)
+                    tx.put_tiles(self.tree.take_dirty_tiles())
+        except Exception as exc:
+            self.tree = snapshot
+            log.error("commit failed", extra={"error": str(exc)})
+            failure = Unavailable(f"the log could not commit: {exc}")
+            for job in jobs:
+                job.future.set_exception(failure)
+            return
+        if self.observe_commit:
+            self.observe_commit(len(rows), time.perf_counter() - started)
+        for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
+        for listener in self.listeners:
+            try:
+                listener(first_index, rows)
+            except Exception:
+                log.exception("commit listener failed")
+
+    @staticmethod
+    def _keys(jobs: list[_Job]) -> list[tuple[str, str]]:
+        return list(
+            {
+                (p.row.service, p.row.event_id): None
+                for job in jobs
+                for p in job.items or ()
+                if not p.fresh_id
+            }
+        )
+
+    def _assign(
+        self, jobs: list[_Job], stored: dict[tuple[str, str], int]
+    ) -> tuple[list[list[Sequenced]], list[EntryRow]]:
+        next_index = self.tree.size
+        seen = dict(stored)
+        rows: list[EntryRow] = []
+        results: list[list[Sequenced]] = []
+        for job in jobs:
+            answers = []
+            for prepared in job.items or ():
+                row = prepared.row
+                key = (row.service, row.event_id)
+                index = None if prepared.fresh_id else seen.get(key)
+                if index is not None:
+                    answers.append(Sequenced(index, duplicate=True))
+                    continue
+                index = next_index + len(rows)
+                rows.append(row)
+                seen[key] = index
+                answers.append(Sequenced(index, duplicate=False))
+            results.append(answers)
+        return results, rows
+
+    def _sign(self, job: _Job) -> None:
+        latest = self.latest_checkpoint
+        if latest is not None and latest.size == self.tree.size:
+            job.future.set_result(latest)
+            return
+        size, root = self.tree.size, self.tree.root()
+        note = sign_checkpoint(Checkpoint(self.signer.name, size, root), self.signer)
+        record = CheckpointRecord(size, root, note, format_time(datetime.now(UTC)))
+        try:
+            with self.store.transaction(durable=True) as tx:
+                tx.add_checkpoint(record)
+        except Exception as exc:
+            job.future.set_exception(Unavailable(f"could not store a checkpoint: {exc}"))
+            return
+        self.latest_checkpoint = record
+        job.future.set_result(record)

@@ -1,0 +1,1 @@
+"""Answers from the trail: the query language, correlation and compliance questions."""
