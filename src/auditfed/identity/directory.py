@@ -28,7 +28,7 @@ names with ``file = "principals.toml"``)::
     "billing-api" = "okta"
 
 Patterns: ``*`` matches a run of characters without ``/``, ``**`` any run,
-``{name}`` captures a run without ``/`` and ``{name:REGEX}`` captures ``REGEX``
+``{name}`` captures a (shortest) run without ``/`` and ``{name:REGEX}`` captures ``REGEX``
 (braces not allowed inside). Templates substitute ``{name}``. Exact links win over
 rules; rules apply in order, first match wins.
 
@@ -116,7 +116,7 @@ class Pattern:
             else:
                 pm = _PLACEHOLDER.fullmatch(tok)
                 assert pm is not None
-                name, rx = pm.group(1), pm.group(2) or "[^/]+"
+                name, rx = pm.group(1), pm.group(2) or "[^/]+?"
                 if name in names:
                     raise ConfigError(f"pattern {text!r} captures {name!r} twice")
                 try:
@@ -319,9 +319,7 @@ class Directory:
         with self._lock:
             principal = self._links.pop(key, None)
             if principal is not None:
-                self._by_principal[principal] = [
-                    a for a in self._by_principal[principal] if self._key(*a) != key
-                ]
+                self._by_principal[principal] = [a for a in self._by_principal[principal] if self._key(*a) != key]
             self._cache = {}
 
     def add_rule(self, rule: DirectoryRule) -> None:
@@ -329,12 +327,9 @@ class Directory:
         unknown = _template_names(rule.principal) - set(pattern.names)
         if unknown:
             raise ConfigError(
-                f"rule {rule.pattern!r}: principal template uses {sorted(unknown)} "
-                "which the pattern does not capture"
+                f"rule {rule.pattern!r}: principal template uses {sorted(unknown)} which the pattern does not capture"
             )
-        compiled = _CompiledRule(
-            rule.system, pattern, rule.principal, rule.lower, _invert_template(rule.principal)
-        )
+        compiled = _CompiledRule(rule.system, pattern, rule.principal, rule.lower, _invert_template(rule.principal))
         with self._lock:
             self._rules.append(compiled)
             self._cache = {}
@@ -376,6 +371,10 @@ class Directory:
     def resolve_source(self, kind: str, actor_id: str, service: str | None = None) -> str | None:
         """Resolve an event actor by its source kind (``cloudtrail`` → ``aws`` ...)."""
         return self.resolve(self.system_for(kind, service), actor_id)
+
+    def is_case_insensitive(self, system: str) -> bool:
+        """Whether ids of ``system`` compare case-insensitively (GitHub logins ...)."""
+        return system in self._ci
 
     def aliases(self, principal: str) -> list[tuple[str, str]]:
         """Exact ``(system, actor_id)`` links of ``principal`` (for query expansion)."""

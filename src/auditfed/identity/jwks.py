@@ -16,7 +16,7 @@ production identity providers expect of a relying party:
 * **Last-known-good** — when a refresh fails the previous keys keep verifying (up to
   ``max_stale`` past their TTL) and the next attempt waits ``error_backoff``.
 * **Synchronous** — everything runs on a plain :class:`httpx.Client`, so it can be
-  called from threads and from sync code; :meth:`JWKSCache.get_key` with
+  called from threads and from sync code; :meth:`JWKSCache.get_keys` with
   ``allow_fetch=False`` never does I/O, which lets async callers take the fast path on
   the event loop and push only real fetches to a worker thread.
 
@@ -69,7 +69,7 @@ class JWKSError(Unavailable):
 
 
 class KeyFetchRequired(AuditfedError):
-    """Raised by :meth:`JWKSCache.get_key` with ``allow_fetch=False`` when answering
+    """Raised by :meth:`JWKSCache.get_keys` with ``allow_fetch=False`` when answering
     would need network I/O. Internal signal for the async fast path."""
 
 
@@ -110,7 +110,7 @@ class _IssuerState:
     fresh_until: float = 0.0  # keys are fresh until then
     next_attempt: float = 0.0  # no fetch attempt before then (error backoff)
     last_unknown_kid_fetch: float = float("-inf")
-    generation: int = 0  # bumped on every fetch attempt (success or failure)
+    generation: int = 0  # bumped when a fetch attempt ends (success or failure)
     fetches: int = 0
     failures: int = 0
     last_error: str | None = None
@@ -189,7 +189,7 @@ class JWKSCache:
 
     # -- lookups -----------------------------------------------------------------------
 
-    def get_key(self, issuer: str, kid: str | None, *, allow_fetch: bool = True) -> list[AsymmetricKey]:
+    def get_keys(self, issuer: str, kid: str | None, *, allow_fetch: bool = True) -> list[AsymmetricKey]:
         """Candidate verification keys of ``issuer`` for ``kid``.
 
         Returns the keys published under that ``kid`` (for a token without ``kid``: all
@@ -202,7 +202,15 @@ class JWKSCache:
         now = self._clock()
         if st.keys and now < st.fresh_until:
             found = self._lookup(st, kid)
-            if found or now - st.last_unknown_kid_fetch < self.unknown_kid_cooldown:
+            if found:
+                return found
+            if st.lock.locked():  # a fetch is in flight: its result may have the kid
+                if not allow_fetch:
+                    raise KeyFetchRequired("fetch in flight")
+                with st.lock:
+                    pass
+                found = self._lookup(st, kid)
+            if found or self._clock() - st.last_unknown_kid_fetch < self.unknown_kid_cooldown:
                 return found
             # unknown kid on a fresh set: maybe a rotation -> one refetch per cooldown
             if not allow_fetch:
@@ -222,7 +230,8 @@ class JWKSCache:
         else:
             st.lock.acquire()
         try:
-            if st.generation == gen:  # nobody fetched while we waited
+            # nobody fetched while we waited (and the set is still stale)
+            if st.generation == gen and not (st.keys and self._clock() < st.fresh_until):
                 self._fetch(st)
         finally:
             st.lock.release()
@@ -264,16 +273,15 @@ class JWKSCache:
             return self._lookup(st, kid)
 
     def _serve_stale(self, st: _IssuerState, kid: str | None, now: float) -> list[AsymmetricKey]:
-        if st.keys and (
-            self.max_stale is None or st.fetched_at is None or now - st.fresh_until <= self.max_stale
-        ):
+        if st.keys and (self.max_stale is None or st.fetched_at is None or now - st.fresh_until <= self.max_stale):
             return self._lookup(st, kid)
         reason = st.last_error or "no keys fetched yet"
         raise JWKSError(f"signing keys of issuer {st.issuer!r} unavailable: {reason}")
 
     def _fetch(self, st: _IssuerState) -> bool:
-        """One fetch (caller holds ``st.lock``). Never raises for network/format faults."""
-        st.generation += 1
+        """One fetch (caller holds ``st.lock``). Never raises for network/format faults.
+        ``generation`` is bumped when the attempt is over, so callers that queued on
+        the lock during it see the change and do not fetch again."""
         st.fetches += 1
         now = self._clock()
         try:
@@ -281,6 +289,7 @@ class JWKSCache:
             doc, headers = self._get_json(uri)
             keys = _import_key_set(doc)
         except (httpx.HTTPError, ValueError, AuditfedError, JoseError) as exc:
+            st.generation += 1
             st.failures += 1
             st.last_error = _describe(exc)
             st.next_attempt = self._clock() + self.error_backoff
@@ -289,6 +298,7 @@ class JWKSCache:
         max_age = parse_max_age(headers.get("cache-control"))
         ttl = self.default_ttl if max_age is None else min(max(max_age, self.min_ttl), self.max_ttl)
         done = self._clock()
+        st.generation += 1
         st.keys = keys
         st.fetched_at = done
         st.fresh_until = done + ttl

@@ -174,12 +174,15 @@ class IssuerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _endpoints(self) -> IssuerConfig:
-        if self.jwks_uri is not None:
-            check_endpoint_url(self.jwks_uri, "jwks_uri")
-        elif self.discovery:
-            check_endpoint_url(self.issuer, "issuer (for discovery)")
-        else:
-            raise ValueError("set jwks_uri or enable discovery")
+        try:
+            if self.jwks_uri is not None:
+                check_endpoint_url(self.jwks_uri, "jwks_uri")
+            elif self.discovery:
+                check_endpoint_url(self.issuer, "issuer (for discovery)")
+            else:
+                raise ValueError("set jwks_uri or enable discovery")
+        except ConfigError as exc:
+            raise ValueError(exc.detail) from None
         return self
 
 
@@ -431,7 +434,7 @@ class TokenVerifier:
         self, iss: str, alg: str, kid: str | None, signing_input: bytes, s_seg: str, allow_fetch: bool
     ) -> None:
         try:
-            candidates = self._jwks.get_key(iss, kid, allow_fetch=allow_fetch)
+            candidates = self._jwks.get_keys(iss, kid, allow_fetch=allow_fetch)
         except JWKSError as exc:
             raise KeysUnavailable("keys_unavailable", exc.detail) from None
         if not candidates:

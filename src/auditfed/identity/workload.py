@@ -180,9 +180,7 @@ class WorkloadAuthenticator:
                 continue
             if any(claims.get(k) != v for k, v in m.claims.items()):
                 continue
-            values: dict[str, Any] = {
-                k: v for k, v in claims.items() if isinstance(v, str) and not isinstance(v, bool)
-            }
+            values: dict[str, Any] = {k: v for k, v in claims.items() if isinstance(v, str) and not isinstance(v, bool)}
             values.update(caps)
             try:
                 service = render_template(m.service, values)

@@ -87,7 +87,5 @@ def verify_checkpoint(note: str | bytes, verifier: Verifier) -> Checkpoint:
     opened = open_note(note, [verifier])
     checkpoint = Checkpoint.parse(opened.text)
     if checkpoint.origin != verifier.name:
-        raise VerificationError(
-            f"checkpoint origin {checkpoint.origin!r} is not the key name {verifier.name!r}"
-        )
+        raise VerificationError(f"checkpoint origin {checkpoint.origin!r} is not the key name {verifier.name!r}")
     return checkpoint

@@ -32,9 +32,7 @@ def _check_hashes(proof: Sequence[bytes]) -> None:
 
 def _check_root(name: str, calculated: bytes, expected: bytes) -> None:
     if not hmac.compare_digest(calculated, expected):
-        raise ProofError(
-            f"{name} mismatch: calculated {calculated.hex()}, expected {expected.hex()}"
-        )
+        raise ProofError(f"{name} mismatch: calculated {calculated.hex()}, expected {expected.hex()}")
 
 
 def _lsb(x: int) -> int:
@@ -75,9 +73,7 @@ def root_from_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence
     return r
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """Check that ``leaf_hash`` is leaf ``index`` of the tree of ``size`` leaves and ``root``.
 
     Raises :class:`ProofError` if it is not (RFC 9162 §2.1.3.2).
@@ -85,9 +81,7 @@ def verify_inclusion(
     _check_root("root", root_from_inclusion(leaf_hash, index, size, proof), root)
 
 
-def root_from_consistency(
-    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
-) -> bytes:
+def root_from_consistency(old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]) -> bytes:
     """Check ``proof`` against ``old_root`` and return the new root it implies.
 
     Steps 1-7 of RFC 9162 §2.1.4.2 (``first`` = old_size, ``second`` = new_size),
@@ -135,9 +129,7 @@ def _root_from_equal_sizes(size: int, old_root: bytes, proof: Sequence[bytes]) -
     return old_root
 
 
-def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
     """Check that the tree of ``new_size`` and ``new_root`` extends that of ``old_size``.
 
     Raises :class:`ProofError` if it does not (RFC 9162 §2.1.4.2).

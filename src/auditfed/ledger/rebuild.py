@@ -70,9 +70,7 @@ def first_fault(mismatches: Iterable[TileMismatch]) -> TileMismatch | None:
     faults = [
         m
         for m in found
-        if not any(
-            low.level < m.level and m.leaf_index <= low.leaf_index < m.leaf_end for low in found
-        )
+        if not any(low.level < m.level and m.leaf_index <= low.leaf_index < m.leaf_end for low in found)
     ]
     return min(faults, key=lambda m: (m.leaf_index, m.level), default=None)
 
@@ -108,9 +106,9 @@ class TreeRebuilder:
     def check(self, reader: TileReader) -> TileMismatch | None:
         """Compare the tiles changed since the last check with the stored ones."""
         expected = self.expected_tiles()
+        if not expected:
+            return None
         stored: Mapping[TileKey, bytes] = reader.read_tiles(sorted(expected))
         return first_fault(
-            m
-            for key, tile in expected.items()
-            if (m := compare_tile(key, tile, stored.get(key))) is not None
+            m for key, tile in expected.items() if (m := compare_tile(key, tile, stored.get(key))) is not None
         )

@@ -83,10 +83,7 @@ def _node_from_tile(node: Node, tile: bytes | None) -> bytes:
     count = 1 << shift
     data = (tile or b"")[first * HASH_SIZE : (first + count) * HASH_SIZE]
     if len(data) != count * HASH_SIZE:
-        raise StoreError(
-            f"tile {tile_key(node)} is missing or too short for node at height {height}, "
-            f"index {index}"
-        )
+        raise StoreError(f"tile {tile_key(node)} is missing or too short for node at height {height}, index {index}")
     hashes = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
     return _hash_up(hashes, shift)
 
@@ -157,26 +154,19 @@ class TreeAppender:
 
     __slots__ = ("_done", "_range", "_size", "_taken_size", "_tile_no", "_tiles")
 
-    def __init__(
-        self,
-        size: int,
-        compact_range: list[bytes],
-        tiles: list[list[bytes]],
-    ) -> None:
-        """Prefer :meth:`empty` and :meth:`load`; the arguments must agree with ``size``."""
-        self._size = size
-        self._range = compact_range
-        self._tiles = tiles or [[]]
-        self._tile_no = [
-            (size >> (TILE_HEIGHT * level)) >> TILE_HEIGHT for level in range(len(self._tiles))
-        ]
+    def __init__(self) -> None:
+        """Start the empty tree; :meth:`load` continues a stored one."""
+        self._size = 0
+        self._range: list[bytes] = []
+        self._tiles: list[list[bytes]] = [[]]
+        self._tile_no = [0]
         self._done: dict[TileKey, bytes] = {}
-        self._taken_size = size
+        self._taken_size = 0
 
     @classmethod
     def empty(cls) -> Self:
         """Return the appender of the empty tree."""
-        return cls(0, [], [[]])
+        return cls()
 
     @classmethod
     def load(cls, size: int, reader: TileReader) -> Self:
@@ -185,11 +175,13 @@ class TreeAppender:
             raise ValueError(f"tree size must not be negative: {size}")
         range_nodes = complete_subtrees(0, size)
         partial = _partial_tiles(size)
-        tiles = reader.read_tiles(
-            sorted({tile_key(n) for n in range_nodes} | {key for key, w in partial if w})
-        )
-        compact_range = [_node_from_tile(n, tiles.get(tile_key(n))) for n in range_nodes]
-        return cls(size, compact_range, [_tile_entries(key, w, tiles) for key, w in partial])
+        tiles = reader.read_tiles(sorted({tile_key(n) for n in range_nodes} | {key for key, w in partial if w}))
+        appender = cls()
+        appender._size = appender._taken_size = size
+        appender._range = [_node_from_tile(n, tiles.get(tile_key(n))) for n in range_nodes]
+        appender._tiles = [_tile_entries(key, width, tiles) for key, width in partial]
+        appender._tile_no = [index for (_, index), _ in partial]
+        return appender
 
     @property
     def size(self) -> int:
@@ -211,7 +203,11 @@ class TreeAppender:
         self._merge(leaf_hash, 0)
 
     def extend(self, hashes: Iterable[bytes]) -> None:
-        """Append leaf hashes in order; whole aligned tiles take a fast path."""
+        """Append leaf hashes in order; whole aligned tiles take a fast path.
+
+        On a malformed hash, the leaves before its chunk of the tile stay appended:
+        roll back with a :meth:`copy` taken before.
+        """
         it = iter(hashes)
         while chunk := list(islice(it, TILE_WIDTH - self._size % TILE_WIDTH)):
             if set(map(len, chunk)) != {HASH_SIZE}:

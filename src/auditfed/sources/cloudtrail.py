@@ -115,11 +115,15 @@ def decode(
     return decoded
 
 
+_IP_LIKE = re.compile(r"[0-9.]+|[0-9A-Fa-f:.]+(%\w+)?")
+
+
 def _is_ip(value: str) -> bool:
+    """An IP address (anonymised ones with leading zeros too), not a service name."""
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        return False
+        return _IP_LIKE.fullmatch(value) is not None and any(c.isdigit() for c in value)
     return True
 
 

@@ -196,6 +196,7 @@ def decode(
         is_audit = message.startswith("AUDIT: ")
         # gather continuation lines: tab-led, or inside an open CSV quote
         parts = [message]
+        raw = [line]
         open_quote = is_audit and _quote_open(message)
         while i < n:
             nxt = lines[i].rstrip("\r")
@@ -205,6 +206,7 @@ def decode(
                 parts.append(nxt)
             else:
                 break
+            raw.append(nxt)
             if is_audit:
                 open_quote = _quote_open("\n".join(parts))
             i += 1
@@ -213,7 +215,8 @@ def decode(
             continue
         fields = match.groupdict()
         full = "\n".join(parts)
-        emit(decoded, start, lambda f=fields, m=full: _from_stderr(f, m, service))
+        entry = "\n".join(raw)
+        emit(decoded, start, lambda f=fields, m=full, e=entry: _from_stderr(f, m, e, service))
     return decoded
 
 
@@ -351,12 +354,11 @@ def _event(
     return event
 
 
-def _from_stderr(fields: dict[str, Any], message: str, service: str) -> dict[str, Any]:
+def _from_stderr(fields: dict[str, Any], message: str, entry: str, service: str) -> dict[str, Any]:
     audit = parse_audit(message)
     remote = fields.get("remote_host") or (fields.get("remote") or "").rsplit("(", 1)[0] or None
     raw_time = fields.get("timestamp")
-    original = prune({k: v for k, v in fields.items() if k != "message"})
-    original["message"] = message
+    original = {"line": entry}  # the log entry as written (continuation lines included)
     return _event(
         audit,
         user=fields.get("user"),

@@ -1,0 +1,5 @@
+"""``python -m auditfed.cli``: the same as the ``auditfed`` command."""
+
+from auditfed.cli.main import main
+
+main()

@@ -1,0 +1,107 @@
+"""Tampering with the SQLite file is detected and pinpointed by ``auditfed verify``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from support.server import Server, run_cli
+
+
+@pytest.fixture
+def sealed(tmp_path: Path) -> Path:
+    """A data dir with 1,000 events and several checkpoints, server stopped."""
+    server = Server(tmp_path / "data").start()
+    token = server.token("source", service="svc")
+    with server.client(token) as http:
+        for start in range(0, 1000, 250):
+            events = [{"id": str(i), "action": "a.b", "actor": {"id": f"u{i}"}} for i in range(start, start + 250)]
+            assert http.post("/v1/events", json=events).json()["accepted"] == 250
+            http.get("/v1/log/checkpoint")
+    server.stop()
+    assert "ok: 1000 entries" in run_cli("verify", "--data", str(server.data_dir), check=True).stdout
+    return server.data_dir
+
+
+def verify(data: Path) -> dict:
+    result = run_cli("verify", "--data", str(data), "--json")
+    report = json.loads(result.stdout)
+    assert (result.returncode == 1) == (not report["ok"])
+    return report
+
+
+def db(data: Path) -> sqlite3.Connection:
+    return sqlite3.connect(data / "auditfed.db", isolation_level=None)
+
+
+def test_one_changed_byte_is_named(sealed: Path) -> None:
+    with db(sealed) as conn:
+        (data,) = conn.execute("SELECT data FROM events WHERE idx = 417").fetchone()
+        conn.execute("UPDATE events SET data = ? WHERE idx = 417", (data.replace(b"u417", b"u418"),))
+    report = verify(sealed)
+    assert not report["ok"] and report["bad_index"] == 417 and "leaf hash differs" in report["problem"]
+
+
+def test_a_deleted_row_is_named(sealed: Path) -> None:
+    with db(sealed) as conn:
+        conn.execute("DELETE FROM events WHERE idx = 603")
+    report = verify(sealed)
+    assert report["bad_index"] == 603 and "missing" in report["problem"]
+
+
+def test_the_last_row_deleted_is_named(sealed: Path) -> None:
+    with db(sealed) as conn:
+        conn.execute("DELETE FROM events WHERE idx = 999")
+    report = verify(sealed)
+    assert report["bad_index"] == 999 and "missing" in report["problem"]
+
+
+def test_two_swapped_rows_are_named(sealed: Path) -> None:
+    with db(sealed) as conn:
+        conn.execute("UPDATE events SET idx = -1 WHERE idx = 120")
+        conn.execute("UPDATE events SET idx = 120 WHERE idx = 860")
+        conn.execute("UPDATE events SET idx = 860 WHERE idx = -1")
+    report = verify(sealed)
+    assert report["bad_index"] == 120
+
+
+def test_a_rewritten_tile_is_named(sealed: Path) -> None:
+    with db(sealed) as conn:
+        (tile,) = conn.execute("SELECT hashes FROM tiles WHERE level = 0 AND idx = 2").fetchone()
+        forged = tile[:32 * 5] + bytes(32) + tile[32 * 6:]
+        conn.execute("UPDATE tiles SET hashes = ? WHERE level = 0 AND idx = 2", (forged,))
+    report = verify(sealed)
+    assert report["bad_index"] == 2 * 256 + 5 and "leaf hash differs" in report["problem"]
+
+
+def test_entries_and_tiles_rewritten_together_break_the_signed_root(sealed: Path) -> None:
+    from auditfed.ledger import TreeAppender, leaf_hash
+
+    with db(sealed) as conn:
+        conn.execute("UPDATE events SET data = CAST(replace(data, 'u700', 'x700') AS BLOB) WHERE idx = 700")
+        rows = conn.execute("SELECT data FROM events ORDER BY idx").fetchall()
+        tree = TreeAppender.empty()
+        tree.extend(leaf_hash(bytes(d)) for (d,) in rows)
+        for (level, index), hashes in tree.take_dirty_tiles().items():
+            conn.execute("INSERT OR REPLACE INTO tiles VALUES (?, ?, ?)", (level, index, hashes))
+    report = verify(sealed)
+    assert not report["ok"] and "checkpoint signed at size 750" in report["problem"]
+    assert report["bad_index"] == 500
+
+
+def test_a_forged_checkpoint_signature_is_detected(sealed: Path) -> None:
+    with db(sealed) as conn:
+        (note,) = conn.execute("SELECT note FROM checkpoints WHERE size = 500").fetchone()
+        conn.execute("UPDATE checkpoints SET note = ? WHERE size = 500", (note.replace("\n500\n", "\n501\n"),))
+    report = verify(sealed)
+    assert not report["ok"] and "does not verify" in report["problem"]
+
+
+def test_the_server_refuses_to_start_on_a_store_that_lost_signed_entries(sealed: Path) -> None:
+    with db(sealed) as conn:
+        conn.execute("DELETE FROM events WHERE idx >= 900")
+    server = Server(sealed)
+    with pytest.raises(RuntimeError, match="entries were lost"):
+        server.start(timeout=20)
