@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ -> "support" package
-
 from support.oidc_issuer import FakeClock, OIDCIssuer
 
 from auditfed.identity.jwks import JWKSCache

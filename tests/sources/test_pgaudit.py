@@ -146,7 +146,8 @@ def test_configurable_prefix_and_regex():
     [again] = decode("pgaudit", line.encode(), None,
                      {"X-Pgaudit-Log-Line-Prefix": prefix}).events
     assert again == event
-    regex = r"(?P<timestamp>\S+ \S+ \S+):(?P<remote_host>[^(]+)\(\d+\):(?P<user>[^@]+)@(?P<database>[^:]+):\[(?P<pid>\d+)\]:(?P<session>[^:]+):"
+    regex = (r"(?P<timestamp>\S+ \S+ \S+):(?P<remote_host>[^(]+)\(\d+\):(?P<user>[^@]+)@"
+             r"(?P<database>[^:]+):\[(?P<pid>\d+)\]:(?P<session>[^:]+):")
     [third] = decode("pgaudit", line.encode(), None, {}, options={"prefix_regex": regex}).events
     assert third == event
     assert compile_prefix("%m [%p] %q%u@%d ").match(

@@ -53,10 +53,8 @@ def _installed(package: str) -> bool:
 def ensure_packages(packages: Sequence[str]) -> None:
     """Install missing Debian packages (root only; ``apt-get update`` once)."""
     global _apt_updated
-    if shutil.which("dpkg-query") is None:
-        missing = list(packages)
-    else:
-        missing = [p for p in packages if not _installed(p)]
+    have_dpkg = shutil.which("dpkg-query") is not None
+    missing = [p for p in packages if not _installed(p)] if have_dpkg else list(packages)
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:

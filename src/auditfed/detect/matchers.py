@@ -518,12 +518,14 @@ class DetectionCompiler:
         return Compiled(pred_all, req, cost)
 
     def _keywords(self, item: SigmaDetectionItem, cased_values: bool) -> Compiled:
-        # A keyword without wildcards matches anywhere inside a value (full-text search).
+        # Keywords are a full-text search: a keyword matches anywhere inside a value.
         values = []
         for value in item.value:
-            if isinstance(value, SigmaString) and not value.contains_special():
+            if isinstance(value, SigmaString):
                 wrapped = value.__class__()
-                wrapped.s = [_WILD, *value.s, _WILD]
+                head = [] if value.startswith(_WILD) else [_WILD]
+                tail = [] if value.endswith(_WILD) else [_WILD]
+                wrapped.s = [*head, *value.s, *tail]
                 values.append(wrapped)
             else:
                 values.append(value)

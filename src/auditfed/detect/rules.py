@@ -212,8 +212,10 @@ def load_collection(
         except SigmaError as exc:
             errors.append(RuleError(str(exc), path=name, construct=type(exc).__name__))
             continue
+        rule_errors = {id(e) for rule in collection.rules for e in rule.errors}
         for error in collection.errors:
-            errors.append(RuleError(str(error), path=name, construct=type(error).__name__))
+            if id(error) not in rule_errors:
+                errors.append(RuleError(str(error), path=name, construct=type(error).__name__))
         good = []
         for rule in collection.rules:
             if rule.errors:

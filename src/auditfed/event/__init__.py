@@ -6,7 +6,7 @@ returns the normalised dict; :func:`canonical_bytes` gives the RFC 8785 (JCS) by
 that become the leaf data of the Merkle log.
 """
 
-from auditfed.event.canonical import canonical_bytes
+from auditfed.event.canonical import canonical_bytes, canonical_event_bytes
 from auditfed.event.model import (
     OUTCOMES,
     EventInput,
@@ -21,6 +21,7 @@ __all__ = [
     "OUTCOMES",
     "EventInput",
     "canonical_bytes",
+    "canonical_event_bytes",
     "event_json_schema",
     "format_time",
     "new_event_id",

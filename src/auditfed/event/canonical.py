@@ -28,10 +28,28 @@ MAX_DEPTH = 32
 _SORTED = orjson.OPT_SORT_KEYS
 
 
+#: Members whose values producers choose freely; everything else is validated
+#: by the event model as strings, booleans and lists of such.
+FREE_FORM = ("attributes", "original")
+
+
 def canonical_bytes(value: Any) -> bytes:
     """The RFC 8785 canonical JSON bytes of ``value``."""
     if _plain(value, 0):
         return orjson.dumps(value, option=_SORTED)
+    return _slow(value)
+
+
+def canonical_event_bytes(event: dict[str, Any]) -> bytes:
+    """:func:`canonical_bytes` of a *validated* event: only free-form members are walked."""
+    for key in FREE_FORM:
+        member = event.get(key)
+        if member is not None and not _plain(member, 1):
+            return _slow(event)
+    return orjson.dumps(event, option=_SORTED)
+
+
+def _slow(value: Any) -> bytes:
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as exc:
@@ -41,26 +59,28 @@ def canonical_bytes(value: Any) -> bytes:
 def _plain(value: Any, depth: int) -> bool:
     """True when orjson's sorted output is exactly JCS for ``value``.
 
-    Raises :class:`InvalidEvent` for nesting deeper than ``MAX_DEPTH``.
+    Raises :class:`InvalidEvent` for nesting deeper than ``MAX_DEPTH`` or integers
+    outside the I-JSON range.
     """
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return True
+    if kind is int:
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return True
+        raise InvalidEvent(f"integer {value} is outside the I-JSON range ±(2**53 - 1)")
     if kind is dict:
         if depth >= MAX_DEPTH:
             raise InvalidEvent(f"nesting deeper than {MAX_DEPTH} levels")
         for key, item in value.items():
-            if type(key) is not str or (key and max(key) >= "\ue000"):
+            # isascii() is O(1); only non-ASCII keys need the code point check.
+            if not key.isascii() and max(key) >= "\ue000":
                 return False
-            if not _plain(item, depth + 1):
+            if type(item) is not str and not _plain(item, depth + 1):
                 return False
         return True
     if kind is list:
         if depth >= MAX_DEPTH:
             raise InvalidEvent(f"nesting deeper than {MAX_DEPTH} levels")
-        return all(_plain(item, depth + 1) for item in value)
-    if kind is int:
-        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            return True
-        raise InvalidEvent(f"integer {value} is outside the I-JSON range ±(2**53 - 1)")
+        return all(type(item) is str or _plain(item, depth + 1) for item in value)
     return False

@@ -58,11 +58,15 @@ def normalise_time(value: str) -> str:
         raise ValueError("not an RFC 3339 timestamp") from None
     if "T" not in value.upper() or parsed.tzinfo is None:
         raise ValueError("an RFC 3339 timestamp needs a date, a time and an offset (or Z)")
+    if len(value) == 27 and value[10] == "T" and value[19] == "." and value[26] == "Z":
+        return value  # already canonical: the common case, worth skipping the formatting
     return format_time(parsed)
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (isoformat is several times faster than strftime)."""
+    utc = moment.astimezone(UTC) if moment.tzinfo is not UTC else moment
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 Timestamp = Annotated[str, Field(max_length=64), AfterValidator(normalise_time)]

@@ -61,6 +61,7 @@ __all__ = [
     "ChainLink",
     "IssuerConfig",
     "KeysUnavailable",
+    "Reason",
     "TokenInvalid",
     "TokenVerifier",
     "VerifiedToken",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditfed.errors import Forbidden, InvalidEvent
-from auditfed.event import canonical_bytes, new_event_id, validate_event
+from auditfed.event import canonical_event_bytes, new_event_id, validate_event
 from auditfed.identity.tokens import Caller
 from auditfed.ledger.hashing import leaf_hash
 from auditfed.store.base import EntryRow
@@ -76,7 +76,7 @@ def prepare_event(
     for enrich in enrichers:
         event = enrich(event)
     _never_store_raw_tokens(event)
-    data = canonical_bytes(event)
+    data = canonical_event_bytes(event)
     return Prepared(position, entry_row(event, data), fresh_id)
 
 

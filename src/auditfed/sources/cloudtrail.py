@@ -134,7 +134,8 @@ def _param_resource(service: str, params: Any) -> dict[str, Any] | None:
         value = params.get(key)
         if key == "instancesSet" and isinstance(value, dict):
             items = value.get("items")
-            value = items[0].get("instanceId") if isinstance(items, list) and items and isinstance(items[0], dict) else None
+            head = items[0] if isinstance(items, list) and items else None
+            value = head.get("instanceId") if isinstance(head, dict) else None
         elif isinstance(value, list):
             value = value[0] if value and isinstance(value[0], str) else None
         value = text(value)

@@ -159,7 +159,7 @@ class Collector:
             )
         for candidate in candidates:
             try:
-                st = os.stat(candidate)
+                st = Path(candidate).stat()
             except OSError:
                 continue
             if (st.st_dev, st.st_ino) == (dev, ino):
@@ -217,10 +217,7 @@ class Collector:
                 record_ends.append(line_end)
         if self.continuation and records:
             # the last record may still grow: wait for its next line, or for quiet
-            if at_eof:
-                hold = not (final or quiet) and end == len(data)
-            else:
-                hold = len(records) > 1
+            hold = (not (final or quiet) and end == len(data)) if at_eof else len(records) > 1
             if hold:
                 records.pop()
                 record_ends.pop()
@@ -233,7 +230,7 @@ class Collector:
         known = path in self._committed
         pos = self._committed.get(path)
         try:
-            st: os.stat_result | None = os.stat(path)
+            st: os.stat_result | None = Path(path).stat()
         except FileNotFoundError:
             st = None
         records: list[bytes] = []
@@ -252,12 +249,21 @@ class Collector:
             pos = None
             known = True  # the next file is read from its beginning
         if st is None:
-            return records, None, bool(records) or (path in self._committed and self._committed[path] is not None)
+            if not known:
+                # absent at first sight: whatever appears later is new, read it all
+                self._committed[path] = None
+            changed = bool(records) or self._committed.get(path) is not None
+            return records, None, changed
         fh = self._handle(path, st.st_dev, st.st_ino)
         if fh is None:
             return records, pos, bool(records)
         if pos is None:
-            offset = st.st_size if (not known and self.start_at == "end") else 0
+            offset = 0
+            if not known and self.start_at == "end":
+                # first sight of an existing file: its history is not ours to ship
+                offset = st.st_size
+                self._committed[path] = Position(st.st_dev, st.st_ino, offset,
+                                                 self._fingerprint(fh, offset))
         else:
             offset = pos.offset
             if st.st_size < offset or self._fingerprint(fh, offset) != pos.fingerprint:

@@ -281,7 +281,8 @@ def to_ocsf(event: dict[str, Any], index: int | None = None) -> dict[str, Any]:
     elif class_uid == DATASTORE_ACTIVITY:
         rtype = resource.get("type")
         if event["action"].startswith("s3."):
-            out["databucket"] = {"name": resource.get("name") or resource.get("id") or "unknown"}
+            bucket = resource.get("name") or resource.get("id") or "unknown"
+            out["databucket"] = {"name": bucket, "type_id": 1, "type": "S3"}
             out["type_id"], out["type"] = 2, "Databucket"
         else:
             db_name = attributes.get("db.name") or (resource.get("id") if rtype == "database"
@@ -295,7 +296,8 @@ def to_ocsf(event: dict[str, Any], index: int | None = None) -> dict[str, Any]:
                 out["type_id"], out["type"] = 3, "Table"
         statement = attributes.get("db.statement")
         if isinstance(statement, str) and statement:
-            out["query_info"] = {"query_string": statement}
+            command = attributes.get("pgaudit.command") or event["action"].rsplit(".", 1)[-1]
+            out["query_info"] = {"query_string": statement, "name": str(command)}
 
     if profiles:
         metadata["profiles"] = profiles

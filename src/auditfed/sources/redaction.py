@@ -214,7 +214,36 @@ class Redactor:
                 continue
             key_filter = rule.keys == "secret-like"
             out = self._walk(out, segs, rule, key_filter)
+            if key_filter:
+                out = self._key_value_lists(out, rule)
         return out
+
+    def _key_value_lists(self, node: Any, rule: Rule) -> Any:
+        """OTLP-style ``[{"key": "password", "value": {...}}]`` lists: redact the value."""
+        if isinstance(node, list):
+            new = [self._key_value_lists(v, rule) for v in node]
+            return new if any(a is not b for a, b in zip(new, node, strict=True)) else node
+        if not isinstance(node, dict):
+            return node
+        key = node.get("key")
+        if isinstance(key, str) and "value" in node and len(node) <= 3 and is_secret_key(key):
+            value = node["value"]
+            if value is None:
+                return node
+            if isinstance(value, dict) and len(value) == 1:
+                (kind, inner), = value.items()
+                if isinstance(inner, dict | list):
+                    replaced: Any = {"stringValue": self._replace(inner, rule)}
+                else:
+                    replaced = {kind if kind == "stringValue" else "stringValue":
+                                self._replace(inner, rule)}
+            else:
+                replaced = self._replace(value, rule)
+            if rule.action == "drop":
+                return {k: v for k, v in node.items() if k != "value"}
+            return {**node, "value": replaced}
+        changed = {k: self._key_value_lists(v, rule) for k, v in node.items()}
+        return changed if any(changed[k] is not node[k] for k in node) else node
 
     def _replace(self, value: Any, rule: Rule) -> Any:
         if rule.action == "mask":

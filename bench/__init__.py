@@ -1,0 +1,1 @@
+"""auditfed benchmarks: each compares against a baseline measured in the same run."""
