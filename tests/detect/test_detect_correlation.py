@@ -47,10 +47,7 @@ COUNT3 = corr(
     "    type: event_count\n    rules: [failed]\n    group-by: [actor.id]\n"
     "    timespan: 10s\n    condition:\n        gte: 3\n"
 )
-ORDERED = corr(
-    "    type: temporal_ordered\n    rules: [failed, success]\n    group-by: [actor.id]\n"
-    "    timespan: 1m\n"
-)
+ORDERED = corr("    type: temporal_ordered\n    rules: [failed, success]\n    group-by: [actor.id]\n    timespan: 1m\n")
 
 
 def ev(seconds: float, outcome: str = "failure", actor: str = "alice", **extra) -> dict:
@@ -65,9 +62,7 @@ def ev(seconds: float, outcome: str = "failure", actor: str = "alice", **extra) 
     return event
 
 
-def run(
-    engine: DetectionEngine, events: list[dict], start: int = 0, detections: bool = False
-) -> list[Alert]:
+def run(engine: DetectionEngine, events: list[dict], start: int = 0, detections: bool = False) -> list[Alert]:
     out = []
     for i, e in enumerate(events, start):
         out.extend(a for a in engine.process(i, e) if detections or a.type != "detection")
@@ -142,10 +137,7 @@ def test_temporal_ordered_enforces_order() -> None:
 
 
 def test_temporal_unordered() -> None:
-    text = corr(
-        "    type: temporal\n    rules: [failed, success]\n    group-by: [actor.id]\n"
-        "    timespan: 1m\n"
-    )
+    text = corr("    type: temporal\n    rules: [failed, success]\n    group-by: [actor.id]\n    timespan: 1m\n")
     assert len(run(engine_from_yaml(text), [ev(0, "success"), ev(30)])) == 1
     assert run(engine_from_yaml(text), [ev(0), ev(30)]) == []
 
@@ -252,9 +244,7 @@ def test_restart_in_the_middle_of_a_window_neither_misses_nor_repeats() -> None:
         restarted = engine_from_yaml(COUNT3)
         # the tail: every event within replay_seconds of the last processed one
         tail_start = max(0, crash - 1 - int(restarted.replay_seconds))
-        missed = restarted.replay(
-            ((i, events[i]) for i in range(tail_start, crash)), emitted=emitted
-        )
+        missed = restarted.replay(((i, events[i]) for i in range(tail_start, crash)), emitted=emitted)
         assert missed == []
         after = run(restarted, events[crash:], start=crash, detections=True)
         assert [a.key for a in before + after] == keys, crash

@@ -39,10 +39,8 @@ def sel(lines: str, condition: str = "selection") -> str:
         ("        action|re|s: 'a.b'\n", "a\nb", True),
         ("        action|re: '^b'\n", "a\nb", False),
         ("        action|re|m: '^b'\n", "a\nb", True),
-        ("        action|contains|all:\n            - 'auth'\n            - 'login'\n",
-         "auth.login", True),
-        ("        action|contains|all:\n            - 'auth'\n            - 'logout'\n",
-         "auth.login", False),
+        ("        action|contains|all:\n            - 'auth'\n            - 'login'\n", "auth.login", True),
+        ("        action|contains|all:\n            - 'auth'\n            - 'logout'\n", "auth.login", False),
         ("        action:\n            - 'a.b'\n            - 'auth.login'\n", "auth.login", True),
         ("        action: ''\n", "", True),  # empty value matches the empty string only
         ("        action: ''\n", "x", False),
@@ -81,8 +79,13 @@ def test_cidr() -> None:
 
 def test_numeric_comparisons() -> None:
     for mod, value, expected in [
-        ("gt", 10, False), ("gt", 11, True), ("gte", 10, True), ("lt", 10, False),
-        ("lte", 10, True), ("lt", "9", True), ("gt", "abc", False),
+        ("gt", 10, False),
+        ("gt", 11, True),
+        ("gte", 10, True),
+        ("lt", 10, False),
+        ("lte", 10, True),
+        ("lt", "9", True),
+        ("gt", "abc", False),
     ]:
         rule = sel(f"        attributes.rows|{mod}: 10\n")
         assert matches(rule, event(attributes={"rows": value})) is expected, (mod, value)
@@ -146,9 +149,7 @@ def test_dotted_literal_key() -> None:
 
 
 def test_keywords() -> None:
-    rule = auditfed_rule(
-        "    keywords:\n        - 'break-glass'\n        - 'evil*tool'\n    condition: keywords\n"
-    )
+    rule = auditfed_rule("    keywords:\n        - 'break-glass'\n        - 'evil*tool'\n    condition: keywords\n")
     assert matches(rule, event(attributes={"note": "image-policy.k8s.io/BREAK-GLASS: true"}))
     assert matches(rule, event(attributes={"deep": [{"x": "an evil little tool"}]}))
     assert not matches(rule, event(attributes={"note": "nothing"}))

@@ -37,18 +37,12 @@ EXPECTED = {
     },
     "aws.exfiltration.ec2-share-ebs-snapshot.json": {"aws_snapshot_backup_exfiltration.yml"},
     "aws.impact.bedrock-invoke-model.json": {"aws_sts_assumerole_misuse.yml"},
-    "aws.initial-access.console-login-without-mfa.json": {
-        "aws_cloudtrail_console_login_success_without_mfa.yml"
-    },
-    "aws.lateral-movement.ec2-serial-console-send-ssh-public-key.json": {
-        "aws_sts_assumerole_misuse.yml"
-    },
+    "aws.initial-access.console-login-without-mfa.json": {"aws_cloudtrail_console_login_success_without_mfa.yml"},
+    "aws.lateral-movement.ec2-serial-console-send-ssh-public-key.json": {"aws_sts_assumerole_misuse.yml"},
     "aws.persistence.iam-backdoor-user.json": {"aws_iam_backdoor_users_keys.yml"},
     "aws.persistence.iam-create-admin-user.json": {"aws_iam_backdoor_users_keys.yml"},
     "aws.persistence.lambda-layer-extension.json": {"aws_new_lambda_layer_attached.yml"},
-    "aws.privilege-escalation.iam-update-user-login-profile.json": {
-        "aws_update_login_profile.yml"
-    },
+    "aws.privilege-escalation.iam-update-user-login-profile.json": {"aws_update_login_profile.yml"},
 }
 
 

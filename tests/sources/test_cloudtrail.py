@@ -132,6 +132,12 @@ def test_one_broken_record_among_good_ones(data_dir):
     assert [e.position for e in errors] == [1, 3]
     assert "invalid JSON" in errors[0].message
     assert "time" in errors[1].message
+    # a record cut short (an unclosed brace) does not swallow the records after it
+    cut = good[1][: len(good[1]) // 2]
+    body = b"[\n" + b",\n".join([good[0], cut, good[2]]) + b"\n]"
+    decoded = decode("cloudtrail", body, None, {})
+    assert [e["id"] for e in decoded.events] == [records[0]["eventID"], records[2]["eventID"]]
+    assert [e.position for e in decoded.errors] == [1]
     missing = orjson.dumps([records[0], {"eventSource": "iam.amazonaws.com"}])
     decoded = decode("cloudtrail", missing, None, {})
     assert len(decoded.events) == 1

@@ -111,6 +111,13 @@ def test_broken_record_among_good_ones(data_dir):
     assert "invalid JSON" in errors[0].message
     assert "without auditID" in errors[1].message
     assert all(isinstance(e, RecordError) for e in errors)
+    # NDJSON whose first line is broken, with an EventList-like "items" inside a record
+    listing = orjson.loads(good)
+    listing["responseObject"] = {"kind": "SecretList", "items": [{"metadata": {}}]}
+    body = b"\n".join([b'{"kind": "Event", "broken', orjson.dumps(listing), good])
+    decoded = decode("k8s-audit", body, None, {})
+    assert [e.position for e in decoded.errors] == [0]
+    assert len(decoded.events) == 1 and decoded.skipped == 1  # same auditID twice
 
 
 def test_secret_never_in_redacted_event(data_dir):

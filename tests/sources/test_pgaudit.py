@@ -79,10 +79,16 @@ def _check(events):
 
 def test_stderr_log_of_a_real_server(audited):
     stderr, _ = audited
-    decoded = decode("pgaudit", stderr.encode(), "text/plain", {})
+    decoded = decode("pgaudit", stderr.encode(), "text/plain",
+                     {"X-Pgaudit-Skip-Non-Audit": "true"})
     assert decoded.errors == []
     assert decoded.skipped > 0  # startup and other non-audit LOG lines
     mine = _check(decoded.events)
+    # without asking to skip them, the non-audit entries are per-record errors
+    strict = decode("pgaudit", stderr.encode(), "text/plain", {})
+    assert strict.events == decoded.events
+    assert len(strict.errors) == decoded.skipped
+    assert all("not a pgaudit 'AUDIT:' message" in e.message for e in strict.errors)
     assert all("id" in e for e in mine)
     assert len({e["id"] for e in decoded.events}) == len(decoded.events)
     # the multi-line statement was one entry with tab-continued lines in the file
@@ -91,7 +97,8 @@ def test_stderr_log_of_a_real_server(audited):
 
 def test_jsonlog_of_a_real_server(audited):
     _, jsonlog = audited
-    decoded = decode("pgaudit", jsonlog.encode(), "application/x-ndjson", {})
+    decoded = decode("pgaudit", jsonlog.encode(), "application/x-ndjson", {},
+                     options={"skip_non_audit": True})
     assert decoded.errors == []
     mine = _check(decoded.events)
     for event in mine:
@@ -104,6 +111,7 @@ def test_both_logs_agree(audited):
     stderr, jsonlog = audited
     a = decode("pgaudit", stderr.encode(), None, {}).events
     b = decode("pgaudit", jsonlog.encode(), None, {}).events
+    assert a
     assert [(e["action"], e["actor"]["id"], e.get("resource")) for e in a] == [
         (e["action"], e["actor"]["id"], e.get("resource")) for e in b]
 
@@ -127,8 +135,10 @@ def test_pgaudit_regression_output(data_dir):
     create = next(e for e in events if e.get("resource", {}).get("id") == "public.test"
                   and e["attributes"]["pgaudit.command"] == "CREATE TABLE")
     assert create["attributes"]["db.statement"].count("\n") >= 1
-    # psql's echo of the SQL script is not a log line: per-line errors, nothing else lost
-    assert all("not a PostgreSQL log line" in e.message for e in decoded.errors)
+    # psql's echo of the SQL script is not a log line, its ERRORs are not AUDIT entries:
+    # per-line errors, nothing else lost
+    assert all("not a PostgreSQL log line" in e.message or "not a pgaudit" in e.message
+               for e in decoded.errors)
 
 
 def test_configurable_prefix_and_regex():
@@ -169,9 +179,12 @@ def test_not_pgaudit_lines_are_per_record_errors():
     ])
     decoded = decode("pgaudit", body.encode(), None, {})
     assert [e["actor"]["id"] for e in decoded.events] == ["alice", "bob"]
-    assert decoded.skipped == 1
     errors = {e.position: e.message for e in decoded.errors}
-    assert set(errors) == {1, 2, 5, 6}
+    assert set(errors) == {1, 2, 3, 5, 6}
+    assert "not a pgaudit 'AUDIT:' message" in errors[3]
+    lenient = decode("pgaudit", body.encode(), None, {}, options={"skip_non_audit": True})
+    assert lenient.skipped == 1
+    assert {e.position for e in lenient.errors} == {1, 2, 5, 6}
     assert "not a PostgreSQL log line" in errors[1]
     assert "fields" in errors[2]
     assert "invalid jsonlog" in errors[5]

@@ -36,6 +36,7 @@ def search_events(
     order: Literal["newest", "oldest"] = "newest",
 ) -> Response:
     authorise(request, *READERS)
+    node_of(request).sequencer.wait_indexed()
     query = StoreQuery(
         expr=parse_query(q), newest_first=order == "newest", limit=limit, after=cursor
     )

@@ -99,4 +99,25 @@ def test_rules(
                 "event_id": event_id(ev),
                 "index": position,
             }
+
+
 test_rules.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Script check: ``python -m auditfed.detect.tooling RULES...`` (exit 1 on refusals)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    diagnostics = check_rules(args or [str(Path(__file__).resolve().parent.parent / "rules")])
+    refused = [d for d in diagnostics if d.severity == "error"]
+    for d in diagnostics:
+        if d.severity != "ok":
+            print(d)
+    ok = sum(1 for d in diagnostics if d.severity == "ok")
+    print(f"{ok} rules compiled, {len(refused)} refused")
+    return 1 if refused else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,8 +9,18 @@ The same thread signs checkpoints (C2SP tlog-checkpoint) of the committed tree, 
 commit that is always fsynced; a checkpoint is published only after that commit, so
 no published checkpoint can cover entries a crash or power loss could take back.
 
+The index trails the log. A commit writes only the log (entries and tiles): that is
+what an acknowledgement waits for. The committed rows stay in memory and go to the
+index (searchable columns and the deduplication key) in batches of ``INDEX_BATCH``
+whenever the queue is idle for ``IDLE_INDEX_DELAY``, and also under load once more
+than ``MAX_INDEX_LAG`` rows wait, which bounds both the lag and the memory and
+throttles ingest to what the index sustains. Random-key index inserts are the most
+expensive write a store does; batching them makes them several times cheaper per
+event. A restart re-reads what the index missed from the entries themselves.
+
 Deduplication: an event is identified by ``(source.service, id)``. Re-sending it
-answers ``duplicate`` with the original index, also within one commit group.
+answers ``duplicate`` with the original index, also within one commit group: keys
+are looked up among the rows waiting for the index (in memory), then in the index.
 """
 
 from __future__ import annotations
@@ -25,9 +35,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
+
 from auditfed.errors import StoreError, Unavailable
 from auditfed.event.model import format_time
-from auditfed.ingest.prepare import Prepared
+from auditfed.ingest.prepare import Prepared, entry_row
 from auditfed.ledger import Checkpoint, Signer, TreeAppender, root_at, sign_checkpoint
 from auditfed.store.base import CheckpointRecord, EntryRow, Store
 
@@ -52,6 +64,9 @@ class _Job:
 
 
 _STOP = object()
+INDEX_BATCH = 20_000
+MAX_INDEX_LAG = 100_000
+IDLE_INDEX_DELAY = 0.02
 
 
 class Sequencer:
@@ -71,6 +86,10 @@ class Sequencer:
         self.tree = TreeAppender.load(store.size(), store)
         self.latest_checkpoint = store.latest_checkpoint()
         self._check_against_checkpoint()
+        self._unindexed: list[tuple[int, Sequence[EntryRow]]] = []
+        self._unindexed_rows = 0
+        self._unindexed_keys: dict[tuple[str, str], int] = {}
+        self.indexed_size = store.indexed_size()
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="auditfed-sequencer", daemon=True)
         self._stopped = False
@@ -95,6 +114,14 @@ class Sequencer:
                 f"the stored tree at size {cp.size} does not match the signed checkpoint; "
                 "run 'auditfed verify'"
             )
+
+    def wait_indexed(self, timeout: float = 2.0) -> bool:
+        """Wait until the query index covers what is committed now (read your writes)."""
+        target = self.tree.size
+        deadline = time.monotonic() + timeout
+        while self.indexed_size < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.indexed_size >= target
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -134,9 +161,15 @@ class Sequencer:
 
     # --- the writer thread ---
     def _run(self) -> None:
+        self._recover_index()
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=IDLE_INDEX_DELAY if self._unindexed else None)
+            except queue.Empty:
+                self._index_pending(INDEX_BATCH)
+                continue
             if first is _STOP:
+                self._index_pending(None)
                 return
             jobs, stop = self._gather(first)  # type: ignore[arg-type]
             appends = [job for job in jobs if job.items is not None]
@@ -145,8 +178,49 @@ class Sequencer:
             for job in jobs:
                 if job.items is None:
                     self._sign(job)
+            if self._unindexed_rows >= MAX_INDEX_LAG:
+                self._index_pending(INDEX_BATCH)
             if stop:
+                self._index_pending(None)
                 return
+
+    def _recover_index(self) -> None:
+        """Queue for indexing what the log holds beyond the index (after a crash)."""
+        for start in range(self.indexed_size, self.tree.size, INDEX_BATCH):
+            entries = self.store.entries(start, min(self.tree.size, start + INDEX_BATCH))
+            self._await_index(start, [entry_row(orjson.loads(data), data) for _, data in entries])
+
+    def _await_index(self, first_index: int, rows: Sequence[EntryRow]) -> None:
+        self._unindexed.append((first_index, rows))
+        self._unindexed_rows += len(rows)
+        keys = self._unindexed_keys
+        for offset, row in enumerate(rows):
+            keys[(row.service, row.event_id)] = first_index + offset
+
+    def _index_pending(self, limit: int | None) -> None:
+        """Write waiting rows to the index: about ``limit`` rows, or all of them."""
+        taken: list[tuple[int, Sequence[EntryRow]]] = []
+        count = 0
+        while self._unindexed and (limit is None or count < limit):
+            first_index, rows = self._unindexed.pop(0)
+            taken.append((first_index, rows))
+            count += len(rows)
+        if not taken:
+            return
+        try:
+            with self.store.transaction() as tx:
+                for first_index, rows in taken:
+                    tx.index_entries(first_index, rows)
+        except Exception:
+            log.exception("indexing failed; will retry")
+            self._unindexed = taken + self._unindexed
+            return
+        self._unindexed_rows -= count
+        for _, rows in taken:
+            for row in rows:
+                self._unindexed_keys.pop((row.service, row.event_id), None)
+        first_index, rows = taken[-1]
+        self.indexed_size = first_index + len(rows)
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         """Everything waiting now, up to the commit size cap."""
@@ -169,7 +243,7 @@ class Sequencer:
         first_index = self.tree.size
         try:
             with self.store.transaction() as tx:
-                results, rows = self._assign(jobs, tx.existing_indexes(self._keys(jobs)))
+                results, rows = self._assign(jobs, tx.existing_indexes(self._unknown_keys(jobs)))
                 if rows:
                     tx.append_entries(first_index, rows)
                     self.tree.extend(row.leaf_hash for row in rows)
@@ -181,6 +255,8 @@ class Sequencer:
             for job in jobs:
                 job.future.set_exception(failure)
             return
+        if rows:
+            self._await_index(first_index, rows)
         if self.observe_commit:
             self.observe_commit(len(rows), time.perf_counter() - started)
         for job, result in zip(jobs, results, strict=True):
@@ -191,22 +267,22 @@ class Sequencer:
             except Exception:
                 log.exception("commit listener failed")
 
-    @staticmethod
-    def _keys(jobs: list[_Job]) -> list[tuple[str, str]]:
-        return list(
-            {
-                (p.row.service, p.row.event_id): None
-                for job in jobs
-                for p in job.items or ()
-                if not p.fresh_id
-            }
-        )
+    def _unknown_keys(self, jobs: list[_Job]) -> list[tuple[str, str]]:
+        """Producer-given keys not among the rows waiting for the index."""
+        waiting = self._unindexed_keys
+        keys = {
+            key: None
+            for job in jobs
+            for p in job.items or ()
+            if not p.fresh_id and (key := (p.row.service, p.row.event_id)) not in waiting
+        }
+        return list(keys)
 
     def _assign(
         self, jobs: list[_Job], stored: dict[tuple[str, str], int]
     ) -> tuple[list[list[Sequenced]], list[EntryRow]]:
         next_index = self.tree.size
-        seen = dict(stored)
+        seen = self._unindexed_keys | stored
         rows: list[EntryRow] = []
         results: list[list[Sequenced]] = []
         for job in jobs:

@@ -59,10 +59,12 @@ def decode(
 
     ``headers`` are the request headers (any case; CloudEvents binary mode reads
     ``ce-*``). ``options`` carries per-source settings: ``log_line_prefix`` /
-    ``prefix_regex`` (pgaudit), ``cluster`` (k8s-audit), ``service`` (a default
-    ``source.service``). Raises :class:`InvalidInput` when the body cannot be read at
-    all (:class:`UnsupportedContentType`, a 415, for a media type the format does not
-    take); per-record problems are :class:`RecordError` items.
+    ``prefix_regex`` / ``skip_non_audit`` (pgaudit; also as ``X-Pgaudit-*`` headers),
+    ``cluster`` (k8s-audit), ``service`` (a default ``source.service``).
+
+    Raises :class:`InvalidInput` when the body cannot be read at all
+    (:class:`UnsupportedContentType`, a 415, for a media type the format does not take);
+    per-record problems are :class:`RecordError` items.
     """
     name = ALIASES.get(format, format)
     decoder = DECODERS.get(name)

@@ -15,7 +15,7 @@ it element by element so that a syntax error is confined to its record.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,14 +130,28 @@ def _records_of(
 
 def _salvage(text: bytes, what: str, wrapper_key: str | None, exc: Exception) -> list[Parsed]:
     """A body that is not one JSON text: an array/wrapper with broken items, or NDJSON."""
-    start = _array_start(text, wrapper_key)
+    head = [line.strip() for line in text.split(b"\n", 4)[:4]]
+    looks_ndjson = len(head) > 1 and any(_parses(line) for line in head if line)
+    start = None if looks_ndjson else _array_start(text, wrapper_key)
     if start is not None:
         out: list[Parsed] = []
-        for position, chunk in enumerate(split_json_array(text, start)):
+        position = 0
+        for offset, chunk in split_json_array(text, start):
             try:
                 out.append((position, orjson.loads(chunk)))
+                position += 1
+                continue
             except orjson.JSONDecodeError as err:
-                out.append((position, RecordError(position, f"invalid JSON: {err}")))
+                first_error = err
+            # a broken element may have swallowed its neighbours (an unclosed bracket):
+            # split again where the next element starts at the same indentation
+            for piece in _resync(text, offset, chunk):
+                try:
+                    out.append((position, _loads_tail(piece)))
+                except orjson.JSONDecodeError as err:
+                    error = first_error if piece is chunk else err
+                    out.append((position, RecordError(position, f"invalid JSON: {error}")))
+                position += 1
         if out and any(not isinstance(record, RecordError) for _, record in out):
             return out
         if out and len(out) > 1:
@@ -160,6 +174,14 @@ def _salvage(text: bytes, what: str, wrapper_key: str | None, exc: Exception) ->
     raise InvalidInput(f"body is not {what}: invalid JSON: {exc}")
 
 
+def _parses(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 _WRAPPER_RE_CACHE: dict[str, re.Pattern[bytes]] = {}
 
 
@@ -178,49 +200,77 @@ def _array_start(text: bytes, wrapper_key: str | None) -> int | None:
     return None
 
 
-def split_json_array(text: bytes, start: int) -> Iterator[bytes]:
-    """Yield the raw bytes of each element of the JSON array whose body starts at ``start``.
+def _loads_tail(piece: bytes) -> Any:
+    """Parse a resynchronised piece; the last one may carry the array's closing brackets."""
+    try:
+        return orjson.loads(piece)
+    except orjson.JSONDecodeError:
+        trimmed = piece
+        for _ in range(2):
+            trimmed = trimmed.rstrip()
+            if not trimmed.endswith((b"]", b"}")):
+                break
+            trimmed = trimmed[:-1]
+            try:
+                return orjson.loads(trimmed)
+            except orjson.JSONDecodeError:
+                continue
+        raise
+
+
+def _resync(text: bytes, offset: int, chunk: bytes) -> list[bytes]:
+    """Split a broken chunk at lines that open an element at the array's indentation."""
+    line_start = text.rfind(b"\n", 0, offset) + 1
+    indent = text[line_start:offset]
+    if indent.strip() or b"\n" not in chunk:
+        return [chunk]
+    pattern = re.compile(rb"\n" + re.escape(indent) + rb"(?=[\{\[])")
+    pieces = [p.strip().rstrip(b",").strip() for p in pattern.split(chunk)]
+    return [p for p in pieces if p] or [chunk]
+
+
+def split_json_array(text: bytes, start: int) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, raw bytes)`` of each element of the JSON array starting at ``start``.
 
     String-aware bracket counting: a syntax error inside one element stays inside it, so
     that its neighbours still parse. Stops at the array's closing bracket.
     """
     depth = 0
     in_string = False
-    escaped = False
+    escaped_at = -2
     begin = start
-    i = start
-    n = len(text)
-    while i < n:
+    for match in _SPECIAL.finditer(text, start):
+        i = match.start()
         c = text[i]
         if in_string:
-            if escaped:
-                escaped = False
-            elif c == 0x5C:  # backslash
-                escaped = True
-            elif c == 0x22:
+            if c == 0x5C:  # backslash: skip the escaped character
+                escaped_at = i if escaped_at != i - 1 else -2
+            elif c == 0x22 and escaped_at != i - 1:
                 in_string = False
-        elif c == 0x22:
+            continue
+        if c == 0x22:
             in_string = True
         elif c in (0x7B, 0x5B):  # { [
             depth += 1
         elif c in (0x7D, 0x5D):  # } ]
             if depth == 0 and c == 0x5D:
-                chunk = text[begin:i].strip()
-                if chunk:
-                    yield chunk
+                yield from _piece(text, begin, i)
                 return
-            depth -= 1
-            if depth < 0:
-                depth = 0
+            depth = max(depth - 1, 0)
         elif c == 0x2C and depth == 0:
-            chunk = text[begin:i].strip()
-            if chunk:
-                yield chunk
+            yield from _piece(text, begin, i)
             begin = i + 1
-        i += 1
-    chunk = text[begin:].strip()
-    if chunk:
-        yield chunk
+    yield from _piece(text, begin, len(text))
+
+
+_SPECIAL = re.compile(rb'["\\{}\[\],]')
+
+
+def _piece(text: bytes, begin: int, end: int) -> Iterator[tuple[int, bytes]]:
+    chunk = text[begin:end]
+    stripped = chunk.lstrip()
+    if stripped.strip():
+        yield begin + len(chunk) - len(stripped), stripped.rstrip()
 
 
 # --- value helpers ------------------------------------------------------------------
@@ -297,11 +347,6 @@ def first(*values: Any) -> Any:
             return value
     return None
 
-
-def iter_dicts(values: Iterable[Any]) -> Iterator[dict[str, Any]]:
-    for value in values:
-        if isinstance(value, dict):
-            yield value
 
 
 def emit(

@@ -16,7 +16,6 @@ and ``invokedBy`` go into the delegation chain; ``outcome`` from ``errorCode``
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -115,23 +114,21 @@ def decode(
     return decoded
 
 
-_IP_LIKE = re.compile(r"[0-9.]+|[0-9A-Fa-f:.]+(%\w+)?")
+_IP_LIKE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%\w+)?")
 
 
 def _is_ip(value: str) -> bool:
-    """An IP address (anonymised ones with leading zeros too), not a service name."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return _IP_LIKE.fullmatch(value) is not None and any(c.isdigit() for c in value)
-    return True
+    """An IPv4/IPv6 address (anonymised ones with leading zeros too), not a service name."""
+    return _IP_LIKE.fullmatch(value) is not None
 
 
 def _param_resource(service: str, params: Any) -> dict[str, Any] | None:
     if not isinstance(params, dict):
         return None
     for key, kind in _PARAM_RESOURCES:
-        value = params.get(key)
+        if key not in params:
+            continue
+        value = params[key]
         if key == "instancesSet" and isinstance(value, dict):
             items = value.get("items")
             head = items[0] if isinstance(items, list) and items else None
@@ -189,7 +186,8 @@ def normalise(record: Mapping[str, Any]) -> dict[str, Any]:
     if text(identity.get("accessKeyId")):
         actor["session"] = identity["accessKeyId"]
     source_ip = text(record.get("sourceIPAddress"))
-    if source_ip and _is_ip(source_ip):
+    ip_like = bool(source_ip) and _is_ip(source_ip)  # else a service name, "AWS Internal"
+    if ip_like:
         actor["ip"] = source_ip
     if text(record.get("userAgent")):
         actor["user_agent"] = record["userAgent"]
@@ -249,7 +247,7 @@ def normalise(record: Mapping[str, Any]) -> dict[str, Any]:
         "aws.identity_type": id_type,
         "aws.error_code": error_code,
         "aws.error_message": error_message,
-        "aws.source_ip_address": source_ip if source_ip and not _is_ip(source_ip) else None,
+        "aws.source_ip_address": None if ip_like else source_ip,
         "aws.mfa_authenticated": (session_ctx.get("attributes") or {}).get("mfaAuthenticated")
         if isinstance(session_ctx.get("attributes"), dict) else None,
         "aws.user_name": text(identity.get("userName")),

@@ -167,7 +167,8 @@ def _id_hex(value: Any, size: int) -> str | None:
 
 
 def _str(attrs: Mapping[str, Any], key: str) -> str | None:
-    return text(attrs.get(key))
+    value = attrs.get(key)
+    return None if value is None else text(value)
 
 
 def normalise(
@@ -320,7 +321,16 @@ def _from_pb(
     scope: Mapping[str, Any],
     default_service: str | None,
 ) -> dict[str, Any]:
-    attrs = {kv.key: _pb_value(kv.value) for kv in rec.attributes}
+    attrs: dict[str, Any] = {}
+    attributes_json: list[dict[str, Any]] = []
+    for kv in rec.attributes:
+        value = kv.value
+        if value.WhichOneof("value") == "string_value":
+            attrs[kv.key] = value.string_value
+            attributes_json.append({"key": kv.key, "value": {"stringValue": value.string_value}})
+        else:
+            attrs[kv.key] = _pb_value(value)
+            attributes_json.append({"key": kv.key, "value": _pb_json_value(value)})
     trace_id = rec.trace_id.hex() if len(rec.trace_id) == 16 and rec.trace_id.strip(b"\0") else None
     span_id = rec.span_id.hex() if len(rec.span_id) == 8 and rec.span_id.strip(b"\0") else None
     original: dict[str, Any] = {}
@@ -336,9 +346,8 @@ def _from_pb(
         original["eventName"] = rec.event_name
     if rec.HasField("body"):
         original["body"] = _pb_json_value(rec.body)
-    if rec.attributes:
-        original["attributes"] = [{"key": kv.key, "value": _pb_json_value(kv.value)}
-                                  for kv in rec.attributes]
+    if attributes_json:
+        original["attributes"] = attributes_json
     if rec.flags:
         original["flags"] = rec.flags
     if trace_id:

@@ -17,8 +17,11 @@ Two line shapes are read, mixed freely:
   NOTICEs) are read too.
 * ``jsonlog``: one JSON object per line (``user``, ``dbname``, ``message``, ...).
 
-Entries that are valid log entries but not ``AUDIT:`` messages are skipped; a line that
-is neither is a per-record error. Positions are 0-based line numbers.
+A line that is not a log entry for the prefix is a per-record error, and so is a log
+entry that is not a pgaudit ``AUDIT:`` message, unless the sender asks to skip those
+(option ``skip_non_audit`` or header ``X-Pgaudit-Skip-Non-Audit: true``, meant for
+shippers of whole server logs; skipped entries are counted in ``Decoded.skipped``).
+Positions are 0-based line numbers.
 
 Mapping: ``action`` = ``db.<class>.<command>`` (``db.read.select``,
 ``db.ddl.create_table``); ``actor.id`` = the database user; ``resource`` = the audited
@@ -41,6 +44,7 @@ from auditfed.errors import InvalidInput
 from auditfed.sources.base import Decoded, RecordProblem, action_part, emit, prune, text
 
 KIND = "pgaudit"
+SKIP_NON_AUDIT_HEADER = "x-pgaudit-skip-non-audit"
 DEFAULT_PREFIX = "%m [%p] %q%u@%d "
 SEVERITIES = (
     "DEBUG1|DEBUG2|DEBUG3|DEBUG4|DEBUG5|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC|"
@@ -166,6 +170,8 @@ def decode(
         raise InvalidInput("empty body: expected PostgreSQL log lines")
     pattern = pattern_from(options, headers)
     service = text(options.get("service")) or "postgresql"
+    flag = options.get("skip_non_audit", headers.get(SKIP_NON_AUDIT_HEADER, False))
+    skip = flag is True or str(flag).strip().lower() in ("1", "true", "yes", "on")
     decoded = Decoded(KIND)
     lines = content.split("\n")
     if lines and lines[-1] == "":
@@ -179,7 +185,7 @@ def decode(
         if not line.strip():
             continue
         if line.startswith("{"):
-            emit(decoded, start, lambda ln=line: _from_jsonlog(ln, service))
+            emit(decoded, start, lambda ln=line: _from_jsonlog(ln, service, skip))
             continue
         match = pattern.regex.match(line)
         if match is None:
@@ -211,13 +217,21 @@ def decode(
                 open_quote = _quote_open("\n".join(parts))
             i += 1
         if not is_audit:
-            decoded.skipped += 1
+            if skip:
+                decoded.skipped += 1
+            else:
+                decoded.error(start, _not_audit(match.group("severity"), message))
             continue
         fields = match.groupdict()
         full = "\n".join(parts)
         entry = "\n".join(raw)
         emit(decoded, start, lambda f=fields, m=full, e=entry: _from_stderr(f, m, e, service))
     return decoded
+
+
+def _not_audit(severity: str | None, message: str) -> str:
+    return (f"a PostgreSQL {severity or 'log'} entry, but not a pgaudit 'AUDIT:' message: "
+            f"{message[:100]!r} (send X-Pgaudit-Skip-Non-Audit: true to skip such entries)")
 
 
 def _quote_open(message: str) -> bool:
@@ -375,7 +389,7 @@ def _from_stderr(fields: dict[str, Any], message: str, entry: str, service: str)
     )
 
 
-def _from_jsonlog(line: str, service: str) -> dict[str, Any] | None:
+def _from_jsonlog(line: str, service: str, skip: bool) -> dict[str, Any] | None:
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -386,7 +400,9 @@ def _from_jsonlog(line: str, service: str) -> dict[str, Any] | None:
     if not isinstance(message, str):
         raise RecordProblem("jsonlog entry without message")
     if not message.startswith("AUDIT: "):
-        return None  # a log entry, but not an audit one
+        if skip:
+            return None  # a log entry, but not an audit one: counted as skipped
+        raise RecordProblem(_not_audit(text(record.get("error_severity")), message))
     audit = parse_audit(message)
     pid = record.get("pid")
     return _event(

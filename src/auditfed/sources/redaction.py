@@ -53,6 +53,7 @@ _TOKEN = re.compile(
 )
 
 
+@lru_cache(maxsize=1024)
 def parse_path(path: str) -> tuple[_Seg, ...]:
     """Parse the JSON path subset described in the module docstring."""
     if not path.startswith("$"):
@@ -196,10 +197,15 @@ class Redactor:
         self.salt = bytes(salt)
         chosen = DEFAULT_RULES if rules is None else tuple(rules)
         self.rules = tuple(r if isinstance(r, Rule) else Rule.from_dict(r) for r in chosen)
-        self._compiled = [
-            (rule, parse_path(rule.path), [(parse_path(p), v) for p, v in rule.when.items()])
+        compiled = [
+            (rule, parse_path(rule.path), tuple((p, v) for p, v in rule.when.items()))
             for rule in self.rules
         ]
+        # `$..<member>` rules run together in one pass over the event; others path by path
+        self._deep = [c for c in compiled if len(c[1]) == 2 and c[1][0].kind == "deep"
+                      and c[1][1].kind in ("key", "regex", "any")]
+        self._paths = [c for c in compiled if c not in self._deep]
+        self._key_rules: dict[str, tuple[int, ...]] = {}
 
     def digest(self, value: Any) -> str:
         """The keyed digest a ``hash`` rule leaves in place of ``value``."""
@@ -209,41 +215,96 @@ class Redactor:
     def apply(self, event: dict[str, Any]) -> dict[str, Any]:
         """Return the event with every selected value redacted (the input is not changed)."""
         out = event
-        for rule, segs, conds in self._compiled:
-            if conds and not all(_matches(out, p, v) for p, v in conds):
+        seen: dict[tuple[str, Any], bool] = {}
+
+        def holds(conds: tuple[tuple[str, Any], ...]) -> bool:
+            for path, expected in conds:
+                key = (path, expected if isinstance(expected, str | int | float | bool) else id(expected))
+                if key not in seen:
+                    seen[key] = _matches(out, parse_path(path), expected)
+                if not seen[key]:
+                    return False
+            return True
+
+        for rule, segs, conds in self._paths:
+            if conds and not holds(conds):
                 continue
-            key_filter = rule.keys == "secret-like"
-            out = self._walk(out, segs, rule, key_filter)
-            if key_filter:
-                out = self._key_value_lists(out, rule)
+            out = self._walk(out, segs, rule, rule.keys == "secret-like")
+        if self._deep:
+            active = frozenset(i for i, (_r, _s, conds) in enumerate(self._deep)
+                               if not conds or holds(conds))
+            if active:
+                out = self._deep_pass(out, active)
         return out
 
-    def _key_value_lists(self, node: Any, rule: Rule) -> Any:
-        """OTLP-style ``[{"key": "password", "value": {...}}]`` lists: redact the value."""
+    def _rules_for(self, key: str) -> tuple[int, ...]:
+        """Indices of the deep rules whose member matcher selects ``key`` (cached)."""
+        found = self._key_rules.get(key)
+        if found is None:
+            found = tuple(
+                i for i, (rule, segs, _c) in enumerate(self._deep)
+                if _seg_matches(segs[1], key) and (rule.keys != "secret-like" or is_secret_key(key))
+            )
+            if len(self._key_rules) < 65536:
+                self._key_rules[key] = found
+        return found
+
+    def _pick(self, key: str, value: Any, active: frozenset[int]) -> Rule | None:
+        for i in self._rules_for(key):
+            if i in active:
+                rule = self._deep[i][0]
+                if value is None or (rule.scalars_only and isinstance(value, dict | list)):
+                    continue
+                return rule
+        return None
+
+    def _deep_pass(self, node: Any, active: frozenset[int]) -> Any:
+        """Apply the ``$..member`` rules at every depth; copy only what changes."""
+        if isinstance(node, dict):
+            kv_key = node.get("key")
+            if isinstance(kv_key, str) and "value" in node and len(node) <= 3:
+                # an OTLP-style {"key": "password", "value": {"stringValue": ...}} pair
+                rule = self._pick(kv_key, "", active)
+                if rule is not None and node["value"] is not None:
+                    return self._kv_replace(node, rule)
+            result: dict[str, Any] | None = None
+            for key, value in node.items():
+                rule = self._pick(key, value, active)
+                if rule is not None:
+                    result = result if result is not None else dict(node)
+                    if rule.action == "drop":
+                        del result[key]
+                    else:
+                        result[key] = self._replace(value, rule)
+                elif isinstance(value, dict | list):
+                    new = self._deep_pass(value, active)
+                    if new is not value:
+                        result = result if result is not None else dict(node)
+                        result[key] = new
+            return node if result is None else result
         if isinstance(node, list):
-            new = [self._key_value_lists(v, rule) for v in node]
-            return new if any(a is not b for a, b in zip(new, node, strict=True)) else node
-        if not isinstance(node, dict):
-            return node
-        key = node.get("key")
-        if isinstance(key, str) and "value" in node and len(node) <= 3 and is_secret_key(key):
-            value = node["value"]
-            if value is None:
-                return node
-            if isinstance(value, dict) and len(value) == 1:
-                (kind, inner), = value.items()
-                if isinstance(inner, dict | list):
-                    replaced: Any = {"stringValue": self._replace(inner, rule)}
-                else:
-                    replaced = {kind if kind == "stringValue" else "stringValue":
-                                self._replace(inner, rule)}
-            else:
-                replaced = self._replace(value, rule)
-            if rule.action == "drop":
-                return {k: v for k, v in node.items() if k != "value"}
-            return {**node, "value": replaced}
-        changed = {k: self._key_value_lists(v, rule) for k, v in node.items()}
-        return changed if any(changed[k] is not node[k] for k in node) else node
+            new_list: list[Any] | None = None
+            for i, value in enumerate(node):
+                if isinstance(value, dict | list):
+                    new = self._deep_pass(value, active)
+                    if new is not value:
+                        new_list = new_list if new_list is not None else list(node)
+                        new_list[i] = new
+            return node if new_list is None else new_list
+        return node
+
+    def _kv_replace(self, node: dict[str, Any], rule: Rule) -> dict[str, Any]:
+        if rule.action == "drop":
+            return {k: v for k, v in node.items() if k != "value"}
+        value = node["value"]
+        if isinstance(value, dict) and len(value) == 1:
+            ((kind, inner),) = value.items()
+            if isinstance(inner, dict | list) or kind != "stringValue":
+                kind = "stringValue"
+            replaced: Any = {kind: self._replace(inner, rule)}
+        else:
+            replaced = self._replace(value, rule)
+        return {**node, "value": replaced}
 
     def _replace(self, value: Any, rule: Rule) -> Any:
         if rule.action == "mask":
@@ -337,7 +398,11 @@ def _matches(event: Any, segs: tuple[_Seg, ...], expected: Any) -> bool:
         nxt: list[Any] = []
         for node in nodes:
             if isinstance(node, dict):
-                nxt.extend(v for k, v in node.items() if _seg_matches(seg, k))
+                if seg.kind == "key":
+                    if seg.value in node:
+                        nxt.append(node[seg.value])
+                else:
+                    nxt.extend(v for k, v in node.items() if _seg_matches(seg, k))
             elif isinstance(node, list) and seg.kind == "any":
                 nxt.extend(node)
         nodes = nxt

@@ -4,6 +4,12 @@ Writes happen only through :class:`WriteTransaction` from the sequencer's single
 writer (one at a time), so engines need no write-write concurrency control of their
 own. Reads may come from any thread at any time and must see only committed state.
 
+Two kinds of data: the log (entries, tiles, checkpoints) is authoritative and written
+in the sequencer's commit, which is all an acknowledgement waits for; the index (one
+row of searchable columns per event, including the ``(service, id)`` key that
+deduplicates) is derived from it, written by the same writer in larger batches
+shortly after, and can always be rebuilt from the entries.
+
 The log's tree is kept as tiles (C2SP tlog-tiles layout, height 8): the store keeps
 them as opaque blobs keyed by ``(level, index)``; :mod:`auditfed.ledger.tiles` knows
 what is inside.
@@ -66,11 +72,19 @@ class WriteTransaction(abc.ABC):
 
     @abc.abstractmethod
     def existing_indexes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """Indexes of already stored events among ``(service, event_id)`` keys."""
+        """Indexes of indexed events among ``(service, event_id)`` keys.
+
+        Only the index knows keys; the sequencer remembers those of entries it has
+        committed but not yet indexed.
+        """
 
     @abc.abstractmethod
     def append_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
         """Store ``rows`` at indexes ``first_index, first_index + 1, ...``."""
+
+    @abc.abstractmethod
+    def index_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
+        """Add rows to the query index and record that it now covers them."""
 
     @abc.abstractmethod
     def put_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
@@ -103,6 +117,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def read_tiles(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """The stored tiles among ``keys`` (the :class:`TileReader` protocol)."""
+
+    @abc.abstractmethod
+    def indexed_size(self) -> int:
+        """Entries ``[0, n)`` are in the query index (it may trail the log briefly)."""
 
     @abc.abstractmethod
     def iter_tiles(self, level: int) -> Iterator[tuple[int, bytes]]:

@@ -81,27 +81,28 @@ SQLITE = Dialect("?", "GLOB")
 POSTGRES = Dialect("%s", "LIKE")
 
 
-def compile_where(expr: Expr | None, dialect: Dialect) -> tuple[str, list[str]]:
-    """``(sql, params)`` for a WHERE clause; ``("1=1", [])`` for no filter."""
+def compile_where(expr: Expr | None, dialect: Dialect, table: str = "") -> tuple[str, list[str]]:
+    """``(sql, params)`` for a WHERE clause over the index table (aliased ``table``)."""
     if expr is None:
         return "1=1", []
     params: list[str] = []
-    return _compile(expr, dialect, params), params
+    prefix = f"{table}." if table else ""
+    return _compile(expr, dialect, params, prefix), params
 
 
-def _compile(expr: Expr, dialect: Dialect, params: list[str]) -> str:
+def _compile(expr: Expr, dialect: Dialect, params: list[str], prefix: str) -> str:
     if isinstance(expr, And):
-        return "(" + " AND ".join(_compile(e, dialect, params) for e in expr.items) + ")"
+        return "(" + " AND ".join(_compile(e, dialect, params, prefix) for e in expr.items) + ")"
     if isinstance(expr, Or):
-        return "(" + " OR ".join(_compile(e, dialect, params) for e in expr.items) + ")"
+        return "(" + " OR ".join(_compile(e, dialect, params, prefix) for e in expr.items) + ")"
     if isinstance(expr, Not):
         # IS NOT TRUE, not NOT: an event without the field (NULL) does match a negation.
-        return f"({_compile(expr.item, dialect, params)} IS NOT TRUE)"
-    return _compile_term(expr, dialect, params)
+        return f"({_compile(expr.item, dialect, params, prefix)} IS NOT TRUE)"
+    return _compile_term(expr, dialect, params, prefix)
 
 
-def _compile_term(term: Term, dialect: Dialect, params: list[str]) -> str:
-    columns = FIELD_COLUMNS[term.field]
+def _compile_term(term: Term, dialect: Dialect, params: list[str], prefix: str) -> str:
+    columns = [prefix + column for column in FIELD_COLUMNS[term.field]]
     wildcard = term.op == "=" and "*" in term.value
     parts = []
     for column in columns:

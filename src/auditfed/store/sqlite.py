@@ -39,7 +39,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE events (
         idx INTEGER PRIMARY KEY,
-        data BLOB NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE event_index (
+        idx INTEGER PRIMARY KEY,
         service TEXT NOT NULL,
         event_id TEXT NOT NULL,
         time TEXT NOT NULL,
@@ -51,13 +54,13 @@ MIGRATIONS: tuple[str, ...] = (
         environment TEXT,
         outcome TEXT NOT NULL
     );
-    CREATE UNIQUE INDEX events_source_id ON events (service, event_id);
-    CREATE INDEX events_time ON events (time);
-    CREATE INDEX events_action ON events (action);
-    CREATE INDEX events_actor ON events (actor);
-    CREATE INDEX events_principal ON events (principal);
-    CREATE INDEX events_resource ON events (resource);
-    CREATE INDEX events_trace ON events (trace_id);
+    CREATE UNIQUE INDEX event_index_source_id ON event_index (service, event_id);
+    CREATE INDEX event_index_time ON event_index (time);
+    CREATE INDEX event_index_action ON event_index (action);
+    CREATE INDEX event_index_actor ON event_index (actor);
+    CREATE INDEX event_index_principal ON event_index (principal);
+    CREATE INDEX event_index_resource ON event_index (resource);
+    CREATE INDEX event_index_trace ON event_index (trace_id);
     CREATE TABLE tiles (
         level INTEGER NOT NULL,
         idx INTEGER NOT NULL,
@@ -84,9 +87,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_INSERT_EVENT = (
-    "INSERT INTO events (idx, data, service, event_id, time, action, actor, principal,"
-    " resource, trace_id, environment, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_EVENT = "INSERT INTO events (idx, data) VALUES (?, ?)"
+_INSERT_INDEX = (
+    "INSERT INTO event_index (idx, service, event_id, time, action, actor, principal, resource,"
+    " trace_id, environment, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 _TOKEN_COLUMNS = (
     "token_id, role, service, environment, description, created_at, expires_at, revoked_at"
@@ -102,7 +106,7 @@ class _SQLiteWrite(WriteTransaction):
         lookup = self.conn.execute
         for service, event_id in keys:
             row = lookup(
-                "SELECT idx FROM events WHERE service = ? AND event_id = ?", (service, event_id)
+                "SELECT idx FROM event_index WHERE service = ? AND event_id = ?", (service, event_id)
             ).fetchone()
             if row is not None:
                 found[(service, event_id)] = row[0]
@@ -111,11 +115,21 @@ class _SQLiteWrite(WriteTransaction):
     def append_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
         self.conn.executemany(
             _INSERT_EVENT,
-            (
-                (first_index + i, r.data, r.service, r.event_id, r.time, r.action, r.actor,
-                 r.principal, r.resource, r.trace_id, r.environment, r.outcome)
+            [(first_index + i, r.data) for i, r in enumerate(rows)],
+        )
+
+    def index_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
+        self.conn.executemany(
+            _INSERT_INDEX,
+            [
+                (first_index + i, r.service, r.event_id, r.time, r.action, r.actor, r.principal,
+                 r.resource, r.trace_id, r.environment, r.outcome)
                 for i, r in enumerate(rows)
-            ),
+            ],
+        )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('indexed_size', ?)",
+            (str(first_index + len(rows)),),
         )
 
     def put_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
@@ -154,7 +168,10 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
             conn.execute("PRAGMA busy_timeout=30000")
             if writer:
-                conn.execute("PRAGMA cache_size=-65536")
+                conn.execute("PRAGMA cache_size=-131072")
+                # Fewer, larger WAL checkpoints: a page changed by many commits is
+                # copied back to the database once.
+                conn.execute("PRAGMA wal_autocheckpoint=20000")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
         return conn
@@ -244,6 +261,10 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
+    def indexed_size(self) -> int:
+        value = self.get_meta("indexed_size")
+        return int(value) if value else 0
+
     # --- checkpoints ---
     def latest_checkpoint(self) -> CheckpointRecord | None:
         return self._checkpoint("ORDER BY size DESC LIMIT 1", ())
@@ -265,15 +286,17 @@ class SQLiteStore(Store):
 
     # --- queries ---
     def search(self, query: Query) -> list[tuple[int, bytes]]:
-        where, params = compile_where(query.expr, SQLITE)
+        where, params = compile_where(query.expr, SQLITE, table="i")
         args: list[object] = list(params)
         if query.after is not None:
-            where += " AND idx < ?" if query.newest_first else " AND idx > ?"
+            where += " AND i.idx < ?" if query.newest_first else " AND i.idx > ?"
             args.append(query.after)
         order = "DESC" if query.newest_first else "ASC"
         args.append(query.limit)
         return self._reader().execute(
-            f"SELECT idx, data FROM events WHERE {where} ORDER BY idx {order} LIMIT ?", args
+            f"SELECT i.idx, e.data FROM event_index AS i JOIN events AS e ON e.idx = i.idx"
+            f" WHERE {where} ORDER BY i.idx {order} LIMIT ?",
+            args,
         ).fetchall()
 
     # --- metadata and tokens ---

@@ -1,0 +1,95 @@
+"""Reading events for the answers: paged store searches, decoded, post-filtered.
+
+The answers (traces, timelines, compliance, evidence) ask the store's query index
+(:meth:`auditfed.store.base.Store.search`) with filter expressions built here from
+values, never from text, so a value with quotes or SQL in it is only ever a bound
+parameter. Some conditions the index cannot express (an event's ``reason``, a
+directory resolution) are checked on the decoded events; :func:`collect` pages on
+until enough events pass or a scan budget is spent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+
+from auditfed.errors import InvalidInput
+from auditfed.store.base import Store
+from auditfed.store.filters import Expr, Query, Term
+
+__all__ = ["MAX_VALUE", "PAGE", "collect", "exact_term", "iter_matches", "wait_indexed"]
+
+PAGE = 1000
+MAX_VALUE = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+Row = tuple[int, dict[str, Any]]
+
+
+def checked_value(name: str, value: str, *, wildcard: bool = False) -> str:
+    """A field value from a caller: bounded, printable; ``*`` only where allowed."""
+    if not value or len(value) > MAX_VALUE:
+        raise InvalidInput(f"{name} must be 1 to {MAX_VALUE} characters")
+    if _CONTROL.search(value):
+        raise InvalidInput(f"{name} must not contain control characters")
+    if not wildcard and "*" in value:
+        raise InvalidInput(f"{name} must not contain '*'")
+    return value
+
+
+def exact_term(field: str, value: str) -> Term:
+    """A term matching ``value`` exactly (refuses ``*``, which would be a wildcard)."""
+    return Term(field, checked_value(field, value))
+
+
+def wait_indexed(node: object) -> None:
+    """Read your writes: wait (briefly) until the query index covers the committed log."""
+    sequencer = getattr(node, "sequencer", None)
+    wait = getattr(sequencer, "wait_indexed", None)
+    if wait is not None:
+        wait()
+
+
+def iter_matches(
+    store: Store, expr: Expr | None, *, newest_first: bool = True, page: int = PAGE,
+    after: int | None = None,
+) -> Iterator[tuple[int, bytes]]:
+    """Every ``(index, data)`` matching ``expr``, page by page (constant memory)."""
+    cursor = after
+    while True:
+        rows = store.search(Query(expr, newest_first=newest_first, limit=page, after=cursor))
+        yield from rows
+        if len(rows) < page:
+            return
+        cursor = rows[-1][0]
+
+
+def collect(
+    store: Store,
+    expr: Expr | None,
+    *,
+    limit: int,
+    newest_first: bool = True,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+    max_scan: int = 200_000,
+) -> tuple[list[Row], bool]:
+    """Up to ``limit`` decoded matches passing ``keep``; and whether more may exist.
+
+    At most ``max_scan`` index matches are examined (a post-filter that rejects
+    almost everything must not turn one request into a scan of the whole log).
+    """
+    out: list[Row] = []
+    page = min(PAGE, limit + 1) if keep is None else PAGE
+    matches = iter_matches(store, expr, newest_first=newest_first, page=page)
+    for scanned, (index, data) in enumerate(matches, start=1):
+        event = orjson.loads(data)
+        if keep is None or keep(event):
+            if len(out) == limit:
+                return out, True
+            out.append((index, event))
+        if scanned >= max_scan:
+            return out, True
+    return out, False
