@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from support.server import Server  # noqa: E402
+from support.server import Server
 
 SERVICES = ["web-gateway", "billing-api", "postgresql", "s3-export", "idp"]
 ACTIONS = ["http.request", "invoice.export", "db.query", "data.export", "auth.login", "config.update"]

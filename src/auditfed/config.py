@@ -41,6 +41,26 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(10.0, ge=0, description="seconds for in-flight work on SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
+    node_name: str | None = Field(None, description="this node's name in a federation")
+    issuers: list[dict[str, Any]] = Field(
+        default_factory=list, description="trusted OIDC issuers ([[issuers]] tables)"
+    )
+    directory: dict[str, Any] = Field(
+        default_factory=dict, description="aliases -> principals ([directory] table)"
+    )
+    workloads: list[dict[str, Any]] = Field(
+        default_factory=list, description="JWT-authenticated sources ([[workloads]] tables)"
+    )
+    redaction: list[dict[str, Any]] | None = Field(
+        None, description="redaction rules ([[redaction]] tables); default rules when unset"
+    )
+    rules: list[Path] = Field(
+        default_factory=list, description="extra Sigma rule folders or files"
+    )
+    default_rules: bool = Field(True, description="load the bundled rule pack")
+    webhooks: list[dict[str, Any]] = Field(
+        default_factory=list, description="alert webhooks ([[webhooks]] tables)"
+    )
     demo: bool = Field(False, description="feed demo events from made-up services")
     demo_rate: float = Field(20.0, gt=0, description="demo events per second")
 

@@ -116,7 +116,8 @@ async def feed_demo_events(node: Node) -> None:
         observed = format_time(now)
         try:
             prepared = [
-                prepare_event(event, i, _caller(event), observed) for i, event in enumerate(batch)
+                prepare_event(event, i, _caller(event), observed, node.enrichers)
+                for i, event in enumerate(batch)
             ]
             await node.sequencer.append(prepared)
         except Exception:

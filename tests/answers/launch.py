@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import os
 
+from auditfed.cli.answers import register
+
 from auditfed.api import answer_routes
 from auditfed.api import server as server_module
 from auditfed.cli import main as cli_main
-from auditfed.cli.answers import register
 from auditfed.identity.directory import Directory
 
 _create_app = server_module.create_app
 
 
-def create_app(node, **kwargs):  # noqa: ANN201
+def create_app(node, **kwargs):
     app = _create_app(node, **kwargs)
     if not any(getattr(route, "path", None) == "/v1/traces/{trace_id}" for route in app.routes):
         app.include_router(answer_routes.router)

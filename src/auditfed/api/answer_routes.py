@@ -19,10 +19,9 @@ from auditfed.api.responses import JSON
 from auditfed.errors import InvalidInput
 from auditfed.query import compliance, evidence
 from auditfed.query.language import parse_query
-from auditfed.query.reading import wait_indexed
+from auditfed.query.reading import parse_time_bound, wait_indexed
 from auditfed.query.timeline import DEFAULT_GAP_SECONDS, principal_timeline
 from auditfed.query.traces import get_trace
-from auditfed.store.filters import Term
 
 router = APIRouter(tags=["answers"])
 
@@ -32,21 +31,6 @@ def _ready(request: Request) -> Any:
     node = node_of(request)
     wait_indexed(node)
     return node
-
-
-def parse_time_bound(name: str, value: str | None) -> str | None:
-    """A time bound in the query language's forms (RFC 3339, a date, ``now-1h``)."""
-    if value is None or value == "":
-        return None
-    if len(value) > 64:
-        raise InvalidInput(f"{name} is too long to be a time")
-    try:
-        expr = parse_query(f"time>={value}")
-    except InvalidInput:
-        expr = None
-    if not isinstance(expr, Term) or expr.field != "time":
-        raise InvalidInput(f"{name} {value[:64]!r} is not a time: use RFC 3339, a date or now-1h")
-    return expr.value
 
 
 @router.get("/v1/traces/{trace_id}", summary="Every event of one trace, ordered and as a span tree")

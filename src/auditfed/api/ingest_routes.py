@@ -72,7 +72,7 @@ async def ingest_items(node: Node, caller: Caller, items: list[Any]) -> Response
             results[position] = _rejected(None, item.reason)
             continue
         try:
-            prepared.append(prepare_event(item, position, caller, observed))
+            prepared.append(prepare_event(item, position, caller, observed, node.enrichers))
         except InvalidEvent as exc:
             errors.extend(exc.errors or [{"item": position, "path": "$", "reason": exc.detail}])
             results[position] = _rejected(item, exc.detail)

@@ -81,8 +81,8 @@ def prepare_event(
 
 
 def _never_store_raw_tokens(event: dict[str, Any]) -> None:
-    # Without an identity stage to verify it, a presented token is dropped unread:
-    # a bearer credential must never reach the log.
+    # The identity stage consumes presented tokens; without one, a token is dropped
+    # unread: a bearer credential must never reach the log.
     actor = event["actor"]
     if actor.pop("token", None) is not None:
         actor["verified"] = False

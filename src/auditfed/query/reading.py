@@ -20,7 +20,9 @@ from auditfed.errors import InvalidInput
 from auditfed.store.base import Store
 from auditfed.store.filters import Expr, Query, Term
 
-__all__ = ["MAX_VALUE", "PAGE", "collect", "exact_term", "iter_matches", "wait_indexed"]
+__all__ = [
+    "MAX_VALUE", "PAGE", "checked_value", "collect", "exact_term", "iter_matches", "parse_time_bound", "wait_indexed",
+]
 
 PAGE = 1000
 MAX_VALUE = 1024
@@ -93,3 +95,20 @@ def collect(
         if scanned >= max_scan:
             return out, True
     return out, False
+
+
+def parse_time_bound(name: str, value: str | None) -> str | None:
+    """A time bound written as in the query language (RFC 3339, a date, ``now-1h``)."""
+    from auditfed.query.language import parse_query
+
+    if value is None or value == "":
+        return None
+    if len(value) > 64:
+        raise InvalidInput(f"{name} is too long to be a time")
+    try:
+        expr = parse_query(f"time>={value}")
+    except InvalidInput:
+        expr = None
+    if not isinstance(expr, Term) or expr.field != "time":
+        raise InvalidInput(f"{name} {value[:64]!r} is not a time: use RFC 3339, a date or now-1h")
+    return expr.value
