@@ -11,16 +11,21 @@ import contextlib
 import logging
 import os
 import secrets
+from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from auditfed.config import Settings
 from auditfed.errors import ConfigError
+from auditfed.event.model import format_time
 from auditfed.identity.actors import ActorResolver
 from auditfed.identity.directory import Directory
 from auditfed.identity.oidc import TokenVerifier
-from auditfed.identity.tokens import TokenAuthority
-from auditfed.ingest.prepare import Enricher
+from auditfed.identity.tokens import Caller, TokenAuthority
+from auditfed.identity.workload import WorkloadAuthenticator
+from auditfed.ingest.prepare import Enricher, prepare_event
 from auditfed.ingest.sequencer import Sequencer
 from auditfed.ledger import Signer
 from auditfed.observability import Metrics
@@ -89,6 +94,9 @@ def load_signer(settings: Settings) -> Signer:
         ) from None
 
 
+_SELF = Caller("auditfed", "admin")
+
+
 class Node:
     """Store + key + tokens + sequencer + metrics, opened from settings."""
 
@@ -96,12 +104,16 @@ class Node:
         self.settings = settings
         self.signer = load_signer(settings)
         self.store: Store = open_store(settings.store_url, fsync=settings.fsync)
-        self.tokens = TokenAuthority(self.store, settings.token_cache_seconds)
         self.metrics = Metrics()
         self.directory = Directory.from_config(settings.directory) if settings.directory else None
         self.verifier = (
             TokenVerifier(settings.issuers, directory=self.directory) if settings.issuers else None
         )
+        workloads = (
+            WorkloadAuthenticator(self.verifier, settings.workloads, self.directory)
+            if self.verifier is not None and settings.workloads else None
+        )
+        self.tokens = TokenAuthority(self.store, settings.token_cache_seconds, workloads)
         self.redactor = Redactor(settings.redaction, load_salt(settings))
         #: Stages every event passes between validation and canonical bytes.
         self.enrichers: tuple[Enricher, ...] = (
@@ -123,6 +135,28 @@ class Node:
     @property
     def origin(self) -> str:
         return self.signer.name
+
+    def record_access(
+        self, caller: Caller, action: str, resource: str, details: dict[str, Any]
+    ) -> Future:
+        """Append an event saying what a reader or admin did (audit the auditors).
+
+        Returns the sequencer's future: callers that answer only after the record is
+        durable wait on it.
+        """
+        event = {
+            "action": action,
+            "outcome": "success",
+            "actor": {"id": f"token:{caller.token_id}", "type": caller.role},
+            "resource": {"type": "endpoint", "id": resource},
+            "source": {"service": "auditfed", "kind": "auditfed"},
+            "attributes": details,
+        }
+        if self.settings.node_name:
+            event["source"]["node"] = self.settings.node_name
+        observed = format_time(datetime.now(UTC))
+        prepared = prepare_event(event, 0, _SELF, observed)
+        return self.sequencer.submit([prepared])
 
     def start(self) -> None:
         self.sequencer.start()

@@ -105,12 +105,13 @@ def test_sigterm_finishes_in_flight_work_then_refuses(tmp_path: Path) -> None:
     assert server.process is not None and server.process.wait(timeout=60) == 0
     assert not errors and acked
     assert codes[0] in (0, 503)
+    with sqlite3.connect(server.data_dir / "auditfed.db") as db:
+        (signed,) = db.execute("SELECT MAX(size) FROM checkpoints").fetchone()
+        (stored,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+        (indexed,) = db.execute("SELECT value FROM meta WHERE key = 'indexed_size'").fetchone()
+    assert signed == stored == int(indexed)  # a final checkpoint and index cover everything
     server.start()
     try:
         assert_all_present(server, acked)
-        with sqlite3.connect(server.data_dir / "auditfed.db") as db:
-            (signed,) = db.execute("SELECT MAX(size) FROM checkpoints").fetchone()
-            (stored,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
-        assert signed == stored  # a final checkpoint covers everything committed
     finally:
         server.stop()

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from auditfed.api.deps import authorise, node_of
+from auditfed.api.deps import authorise, node_of, record
 from auditfed.api.responses import JSON
 from auditfed.errors import NotFound
 from auditfed.event import event_json_schema
@@ -29,29 +29,32 @@ class TokenRequest(BaseModel):
 
 @router.post("/v1/tokens", tags=["admin"], summary="Create a bearer token")
 def create_token(request: Request, body: TokenRequest) -> Response:
-    authorise(request, "admin")
+    caller = authorise(request, "admin")
     expires = (
         datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
         if body.expires_in_seconds else None
     )
-    token, record = node_of(request).tokens.create(
+    token, record_of = node_of(request).tokens.create(
         body.role, service=body.service, environment=body.environment,
         description=body.description, expires_at=expires,
     )
-    return JSON({"token": token, **asdict(record)}, status_code=201)
+    record(request, caller, "admin.token.create", token_id=record_of.token_id, role=body.role)
+    return JSON({"token": token, **asdict(record_of)}, status_code=201)
 
 
 @router.get("/v1/tokens", tags=["admin"], summary="List tokens (never their secret)")
 def list_tokens(request: Request) -> Response:
-    authorise(request, "admin")
+    caller = authorise(request, "admin")
+    record(request, caller, "admin.token.list")
     return JSON({"tokens": [asdict(r) for r in node_of(request).tokens.list()]})
 
 
 @router.delete("/v1/tokens/{token_id}", tags=["admin"], summary="Revoke a token")
 def revoke_token(request: Request, token_id: str) -> Response:
-    authorise(request, "admin")
+    caller = authorise(request, "admin")
     if not node_of(request).tokens.revoke(token_id):
         raise NotFound(f"no active token {token_id}")
+    record(request, caller, "admin.token.revoke", token_id=token_id)
     return Response(status_code=204)
 
 

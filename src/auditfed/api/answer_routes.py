@@ -18,8 +18,7 @@ from auditfed.api.deps import READERS, authorise, node_of
 from auditfed.api.responses import JSON
 from auditfed.errors import InvalidInput
 from auditfed.query import compliance, evidence
-from auditfed.query.language import parse_query
-from auditfed.query.reading import parse_time_bound, wait_indexed
+from auditfed.query.reading import parse_checked, parse_time_bound, wait_indexed
 from auditfed.query.timeline import DEFAULT_GAP_SECONDS, principal_timeline
 from auditfed.query.traces import get_trace
 
@@ -102,7 +101,7 @@ class EvidenceRequest(BaseModel):
 async def evidence_bundle(request: Request, body: EvidenceRequest) -> Response:
     authorise(request, *READERS)
     node = node_of(request)
-    expr = parse_query(body.query)  # a bad query is a 400 before anything streams
+    expr = parse_checked(body.query)  # a bad query is a 400 before anything streams
     checkpoint = await node.sequencer.checkpoint()
     await run_in_threadpool(wait_indexed, node)
     for old in body.consistency_from:

@@ -6,6 +6,7 @@ from starlette.requests import Request
 
 from auditfed.identity.tokens import Caller
 from auditfed.node import Node
+from auditfed.store.filters import And, Expr, Term
 
 READERS = ("auditor", "admin")
 WRITERS = ("source", "admin")
@@ -19,3 +20,35 @@ def authorise(request: Request, *roles: str) -> Caller:
     caller = node_of(request).tokens.authenticate(request.headers.get("authorization"))
     caller.require(*roles)
     return caller
+
+
+def reader(request: Request, action: str = "audit.read", *, wait: bool = True) -> Caller:
+    """An auditor or admin, whose access is itself recorded in the log.
+
+    ``wait`` (for routes run in the thread pool): answer only once the record of
+    this access is durable. Event-loop routes pass ``wait=False``.
+    """
+    caller = authorise(request, *READERS)
+    record(request, caller, action, wait=wait)
+    return caller
+
+
+def record(request: Request, caller: Caller, action: str, *, wait: bool = True, **extra: object) -> None:
+    details = {"method": request.method, "role": caller.role, **extra}
+    if request.url.query:
+        details["query"] = request.url.query[:2048]
+    recorded = node_of(request).record_access(caller, action, request.url.path[:512], details)
+    if wait:
+        recorded.result()
+
+
+def scope_filter(caller: Caller, expr: Expr | None) -> Expr | None:
+    """``expr`` narrowed to what a scoped auditor may see."""
+    terms: list[Expr] = []
+    if caller.scoped and caller.service is not None:
+        terms.append(Term("service", caller.service))
+    if caller.scoped and caller.environment is not None:
+        terms.append(Term("env", caller.environment))
+    if not terms:
+        return expr
+    return And((*terms, expr)) if expr is not None else And(tuple(terms))

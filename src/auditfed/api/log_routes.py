@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, Response
 
-from auditfed.api.deps import READERS, authorise, node_of
+from auditfed.api.deps import node_of, reader
 from auditfed.api.responses import JSON
-from auditfed.errors import InvalidInput, NotFound
+from auditfed.errors import Forbidden, InvalidInput, NotFound
 from auditfed.ledger import consistency_proof, inclusion_proof
 
 router = APIRouter(tags=["log"])
@@ -53,8 +54,12 @@ def get_entries(
     start: int = Query(ge=0),
     end: int = Query(gt=0),
 ) -> Response:
-    """A server may return fewer entries than asked (at most 1,000); clients page on."""
-    authorise(request, *READERS)
+    """A server may return fewer entries than asked (at most 1,000); clients page on.
+
+    Not for scoped auditors: a raw range would show events outside their scope."""
+    caller = reader(request, "audit.log.entries")
+    if caller.scoped:
+        raise Forbidden("a scoped token cannot read raw log ranges; use /v1/events")
     size = node_of(request).sequencer.size
     if start >= end:
         raise InvalidInput("start must be below end (end is exclusive)")
@@ -70,11 +75,13 @@ def get_inclusion_proof(
     index: int = Query(ge=0),
     size: int | None = Query(None, ge=1, description="tree size; default: latest checkpoint"),
 ) -> Response:
-    authorise(request, *READERS)
+    caller = reader(request, "audit.proof.inclusion")
     node = node_of(request)
     size = _tree_size(node, size)
     if index >= size:
         raise InvalidInput(f"index {index} is not in a tree of size {size}")
+    if caller.scoped and not caller.may_see(orjson.loads(node.store.entries(index, index + 1)[0][1])):
+        raise NotFound(f"no event at index {index} in this token's scope")
     hashes = inclusion_proof(index, size, node.store)
     return JSON({"index": index, "size": size, "hashes": [_b64(h) for h in hashes]})
 
@@ -85,7 +92,7 @@ def get_consistency_proof(
     old: int = Query(ge=0),
     new: int = Query(ge=0),
 ) -> Response:
-    authorise(request, *READERS)
+    reader(request, "audit.proof.consistency")
     node = node_of(request)
     _tree_size(node, new)
     if old > new:

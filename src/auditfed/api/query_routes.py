@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from auditfed.api.deps import READERS, authorise, node_of
+from auditfed.api.deps import node_of, reader, scope_filter
 from auditfed.api.responses import JSON
 from auditfed.errors import NotFound
 from auditfed.query.language import parse_query
@@ -19,12 +19,13 @@ router = APIRouter(tags=["query"])
 
 @router.get("/v1/events/{index}", summary="One event by its log index")
 def get_event(request: Request, index: int) -> Response:
-    authorise(request, *READERS)
+    caller = reader(request, "audit.event.read")
     node = node_of(request)
     rows = node.store.entries(index, index + 1) if index >= 0 else []
-    if not rows:
+    event = orjson.loads(rows[0][1]) if rows else None
+    if event is None or not caller.may_see(event):
         raise NotFound(f"no event at index {index}")
-    return JSON({"index": index, "event": orjson.loads(rows[0][1])})
+    return JSON({"index": index, "event": event})
 
 
 @router.get("/v1/events", summary="Search events")
@@ -35,10 +36,11 @@ def search_events(
     cursor: int | None = Query(None, ge=0, description="next_cursor of the previous page"),
     order: Literal["newest", "oldest"] = "newest",
 ) -> Response:
-    authorise(request, *READERS)
+    expr = parse_query(q)  # a malformed query is refused before anything is recorded
+    caller = reader(request, "audit.search")
     node_of(request).sequencer.wait_indexed()
     query = StoreQuery(
-        expr=parse_query(q), newest_first=order == "newest", limit=limit, after=cursor
+        expr=scope_filter(caller, expr), newest_first=order == "newest", limit=limit, after=cursor
     )
     rows = node_of(request).store.search(query)
     events = [{"index": i, "event": orjson.loads(data)} for i, data in rows]

@@ -29,8 +29,7 @@ from auditfed.config import load_settings
 from auditfed.errors import InvalidInput
 from auditfed.identity.directory import Directory
 from auditfed.query import compliance, evidence
-from auditfed.query.language import parse_query
-from auditfed.query.reading import parse_time_bound
+from auditfed.query.reading import parse_checked, parse_time_bound
 from auditfed.query.timeline import DEFAULT_GAP_SECONDS, principal_timeline
 from auditfed.query.traces import get_trace
 
@@ -319,7 +318,7 @@ def evidence_export(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the matching events with inclusion proofs against one signed checkpoint."""
-    expr = parse_query(query)  # refuse a bad query before touching anything
+    expr = parse_checked(query)  # refuse a bad query before touching anything
     older = consistency_from or []
     partial = output.with_name(output.name + ".partial")
     with _Source(url, token, data, config) as src, progress_bar("exporting", err) as advance:

@@ -7,6 +7,14 @@ Roles (DESIGN.md "Auth"): ``source`` writes events, only as its own service (and
 environment, when the token names one); ``auditor`` reads, queries, proves and
 exports; ``admin`` manages tokens, rules and config and may do what an auditor does.
 
+An ``auditor`` token may be scoped to one service and/or one environment (the same
+``--service`` / ``--environment`` binding a source token has): it then sees only
+events of that scope, in every endpoint.
+
+A source may also authenticate with a JWT from a trusted issuer (workload identity:
+a Kubernetes service-account token, a SPIFFE JWT-SVID, a GitHub Actions OIDC token),
+mapped to a service by configuration (:mod:`auditfed.identity.workload`).
+
 A running server caches what it learnt about a token for ``cache_seconds`` (1 s by
 default), so a token created or revoked by ``auditfed token create|revoke`` on the
 same data dir takes effect within that time, while a flood of requests does not
@@ -22,9 +30,11 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from auditfed.errors import Forbidden, InvalidInput, Unauthenticated
 from auditfed.event.model import format_time
+from auditfed.identity.workload import WorkloadAuthenticator, WorkloadIdentity
 from auditfed.store.base import Store, TokenRecord
 
 ROLES = ("source", "auditor", "admin")
@@ -40,10 +50,23 @@ class Caller:
     role: str
     service: str | None = None
     environment: str | None = None
+    #: For a source authenticated by JWT: the workload (and pipeline) it proved to be.
+    workload: WorkloadIdentity | None = None
 
     def require(self, *roles: str) -> None:
         if self.role not in roles:
             raise Forbidden(f"this needs the {' or '.join(roles)} role; the token is {self.role}")
+
+    @property
+    def scoped(self) -> bool:
+        """A reader that may see only part of the trail."""
+        return self.role == "auditor" and (self.service is not None or self.environment is not None)
+
+    def may_see(self, event: dict[str, Any]) -> bool:
+        source = event.get("source", {})
+        return (self.service is None or source.get("service") == self.service) and (
+            self.environment is None or source.get("environment") == self.environment
+        )
 
 
 def token_digest(token: str) -> bytes:
@@ -53,8 +76,14 @@ def token_digest(token: str) -> bytes:
 class TokenAuthority:
     """Creates, checks, lists and revokes tokens held in a :class:`Store`."""
 
-    def __init__(self, store: Store, cache_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cache_seconds: float = 1.0,
+        workloads: WorkloadAuthenticator | None = None,
+    ) -> None:
         self.store = store
+        self.workloads = workloads
         self.cache_seconds = cache_seconds
         self._cache: dict[bytes, tuple[float, TokenRecord | None]] = {}
         self._lock = threading.Lock()
@@ -95,6 +124,8 @@ class TokenAuthority:
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("the Authorization header must be: Bearer <token>")
         token = token.strip()
+        if self.workloads is not None and token.count(".") == 2 and not token.startswith("afd_"):
+            return self._workload(token)
         if not _TOKEN_SHAPE.match(token):
             raise Unauthenticated("the bearer token is malformed")
         record = self._lookup(token_digest(token))
@@ -106,6 +137,13 @@ class TokenAuthority:
         if record.expires_at is not None and record.expires_at <= now:
             raise Unauthenticated("the bearer token has expired")
         return Caller(record.token_id, record.role, record.service, record.environment)
+
+    def _workload(self, token: str) -> Caller:
+        assert self.workloads is not None
+        identity = self.workloads.authenticate(token)  # 401 / 403 problems of its own
+        return Caller(
+            identity.token_id[:64], "source", identity.service, identity.environment, identity
+        )
 
     def _lookup(self, digest: bytes) -> TokenRecord | None:
         now = time.monotonic()

@@ -57,6 +57,11 @@ def bind_source(event: dict[str, Any], caller: Caller, position: int) -> None:
                 item=position,
             )
         source[field] = bound
+    workload = caller.workload
+    if workload is not None and event["actor"]["id"] in (workload.pipeline, workload.subject):
+        # The workload's own token proves who this actor is (and, for a CI pipeline,
+        # the person who triggered it, in the chain).
+        event["actor"].update(workload.actor_fields())
 
 
 def prepare_event(

@@ -26,12 +26,13 @@ are looked up among the rows waiting for the index (in memory), then in the inde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -64,6 +65,16 @@ class _Job:
 
 
 _STOP = object()
+
+
+def _settle(future: Future, result: object = None, *, error: BaseException | None = None) -> None:
+    """Resolve a waiter's future unless the waiter gave up (cancelled) meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
 INDEX_BATCH = 20_000
 MAX_INDEX_LAG = 100_000
 IDLE_INDEX_DELAY = 0.02
@@ -145,6 +156,10 @@ class Sequencer:
 
     def append_sync(self, items: Sequence[Prepared]) -> list[Sequenced]:
         return self._submit(_Job(items)).result()
+
+    def submit(self, items: Sequence[Prepared]) -> Future:
+        """Queue items without waiting; the future resolves once they are durable."""
+        return self._submit(_Job(items))
 
     async def checkpoint(self) -> CheckpointRecord:
         """A checkpoint of the committed tree, signed now if the log grew."""
@@ -253,14 +268,14 @@ class Sequencer:
             log.error("commit failed", extra={"error": str(exc)})
             failure = Unavailable(f"the log could not commit: {exc}")
             for job in jobs:
-                job.future.set_exception(failure)
+                _settle(job.future, error=failure)
             return
         if rows:
             self._await_index(first_index, rows)
         if self.observe_commit:
             self.observe_commit(len(rows), time.perf_counter() - started)
         for job, result in zip(jobs, results, strict=True):
-            job.future.set_result(result)
+            _settle(job.future, result)
         for listener in self.listeners:
             try:
                 listener(first_index, rows)
@@ -304,7 +319,7 @@ class Sequencer:
     def _sign(self, job: _Job) -> None:
         latest = self.latest_checkpoint
         if latest is not None and latest.size == self.tree.size:
-            job.future.set_result(latest)
+            _settle(job.future, latest)
             return
         size, root = self.tree.size, self.tree.root()
         note = sign_checkpoint(Checkpoint(self.signer.name, size, root), self.signer)
@@ -313,7 +328,7 @@ class Sequencer:
             with self.store.transaction(durable=True) as tx:
                 tx.add_checkpoint(record)
         except Exception as exc:
-            job.future.set_exception(Unavailable(f"could not store a checkpoint: {exc}"))
+            _settle(job.future, error=Unavailable(f"could not store a checkpoint: {exc}"))
             return
         self.latest_checkpoint = record
-        job.future.set_result(record)
+        _settle(job.future, record)

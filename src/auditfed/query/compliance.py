@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from auditfed.errors import InvalidInput, NotFound
+from auditfed.event.model import normalise_time
 from auditfed.query.reading import Row, checked_value, collect
 from auditfed.query.traces import assemble_trace, event_summary, trace_rows
 from auditfed.store.base import Store
@@ -59,13 +60,18 @@ ACCESS_CLASSES: dict[str, tuple[str, ...]] = {
              "*.GetObject"),
 }
 
+_K8S_WRITES = ("create", "update", "patch", "delete", "deletecollection")
+
 #: Changes, in order of precedence: class -> globs over ``action``.
 CHANGE_CLASSES: dict[str, tuple[str, ...]] = {
     "grant": ("*.grant", "*.revoke", "*.assign", "*.unassign", "db.role.*", "*.role.*", "*.permission.*",
               "*.member.*", "*.Grant*", "*.Revoke*", "*.Attach*Policy", "*.Detach*Policy", "*.Put*Policy",
-              "*.AddUserToGroup", "*.RemoveUserFromGroup", "k8s.*.rolebindings", "k8s.*.clusterrolebindings"),
+              "*.AddUserToGroup", "*.RemoveUserFromGroup", *(f"k8s.{verb}.{kind}" for verb in _K8S_WRITES
+                                                           for kind in ("rolebindings", "clusterrolebindings",
+                                                                        "roles", "clusterroles"))),
     "config": ("config.*", "*.config.*", "*.configure", "*.settings.*", "*.policy.*", "*.Configuration*",
-               "*.Put*Configuration", "*.Update*Configuration", "*.Put*Settings", "k8s.*.configmaps"),
+               "*.Put*Configuration", "*.Update*Configuration", "*.Put*Settings",
+               *(f"k8s.{verb}.configmaps" for verb in _K8S_WRITES)),
     "delete": ("*.delete", "*.remove", "*.drop", "*.truncate", "*.purge", "db.*.delete", "db.ddl.drop*",
                "k8s.delete.*", "k8s.deletecollection.*", "*.Delete*", "*.Remove*", "*.Terminate*"),
     "create": ("*.create", "*.insert", "*.add", "*.import", "db.*.insert", "db.*.copy", "db.ddl.create*",
@@ -186,6 +192,7 @@ def unjustified_changes(
 ) -> dict[str, Any]:
     """Changes with no stated ``reason`` with ``since <= time < until`` (newest first)."""
     terms: list[Expr] = [change_expr()]
+    since, until = _time(since), _time(until)
     if since:
         terms.append(Term("time", since, ">="))
     if until:
@@ -199,6 +206,16 @@ def unjustified_changes(
     items = [_answer_item(index, event, classify_action(event["action"])[1])  # type: ignore[index]
              for index, event in rows]
     return {"since": since, "until": until, "count": len(items), "more": more, "changes": items}
+
+
+def _time(value: str | None) -> str | None:
+    """An RFC 3339 bound in the stored form (fixed width, UTC), so strings compare as times."""
+    if not value:
+        return None
+    try:
+        return normalise_time(value)
+    except ValueError:
+        raise InvalidInput(f"{value[:64]!r} is not an RFC 3339 time") from None
 
 
 def _bounded(limit: int) -> int:

@@ -63,6 +63,8 @@ __all__ = [
 FORMAT = "auditfed-evidence/v1"
 TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 PROGRESS_EVERY = 500
+_HEADER_FIELDS = frozenset({"type", "format", "query", "exported_at", "origin", "verifier_key", "tree_size", "root",
+                            "checkpoint", "consistency", "entry_proof_format"})
 
 #: ``progress(done, total)``; ``total`` is ``None`` when unknown.
 Progress = Callable[[int, int | None], None]
@@ -114,8 +116,6 @@ class ProofSource:
             if data is None:
                 raise AuditfedError(f"tile {key} is missing from the store")
             self._tiles[key] = self._tile_levels(key, data)
-        while len(self._tiles) > self.max_tiles:
-            self._tiles.popitem(last=False)
 
     def inclusion(self, index: int) -> list[bytes]:
         """The inclusion proof of leaf ``index`` (bottom-up, as RFC 9162 §2.1.3.1)."""
@@ -145,6 +145,8 @@ class ProofSource:
                     raise AuditfedError(f"tile {key} is too short for the tree of size {self.size}")
                 hashes.append(level_hashes[offset])
             proof.append(fold_subtrees(hashes))
+        while len(tiles) > self.max_tiles:
+            tiles.popitem(last=False)
         return proof
 
 
@@ -457,6 +459,12 @@ def _verify_lines(
             raise ValueError("the first line is not the header")
         if header.get("format") != FORMAT:
             raise ValueError(f"format {header.get('format')!r} is not {FORMAT}")
+        if set(header) != _HEADER_FIELDS:
+            raise ValueError(f"the header's fields are not {', '.join(sorted(_HEADER_FIELDS))}")
+        if not isinstance(header["query"], str) or not isinstance(header["exported_at"], str):
+            raise ValueError("query and exported_at must be strings")
+        if header["entry_proof_format"] != TLOG_PROOF_HEADER:
+            raise ValueError(f"entry_proof_format is not {TLOG_PROOF_HEADER}")
     except ValueError as exc:
         problem("header", str(exc), line=1)
         return
@@ -480,8 +488,8 @@ def _verify_lines(
         return
     size, root = checkpoint.size, checkpoint.root
     report.tree_size, report.origin = size, checkpoint.origin
-    if header.get("tree_size") != size or header.get("root") != _b64(root):
-        problem("header", "tree_size/root do not match the checkpoint", line=1)
+    if header["tree_size"] != size or header["root"] != _b64(root) or header["origin"] != checkpoint.origin:
+        problem("header", "origin/tree_size/root do not match the checkpoint", line=1)
 
     _verify_consistency(header, checkpoint, trusted, pinned, pinned_hashes, report, problem)
 

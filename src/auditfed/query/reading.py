@@ -18,10 +18,11 @@ import orjson
 
 from auditfed.errors import InvalidInput
 from auditfed.store.base import Store
-from auditfed.store.filters import Expr, Query, Term
+from auditfed.store.filters import And, Expr, Not, Or, Query, Term
 
 __all__ = [
-    "MAX_VALUE", "PAGE", "checked_value", "collect", "exact_term", "iter_matches", "parse_time_bound", "wait_indexed",
+    "MAX_EXPR_DEPTH", "MAX_VALUE", "PAGE", "checked_value", "collect", "exact_term", "expr_depth", "iter_matches",
+    "parse_checked", "parse_time_bound", "wait_indexed",
 ]
 
 PAGE = 1000
@@ -112,3 +113,37 @@ def parse_time_bound(name: str, value: str | None) -> str | None:
     if not isinstance(expr, Term) or expr.field != "time":
         raise InvalidInput(f"{name} {value[:64]!r} is not a time: use RFC 3339, a date or now-1h")
     return expr.value
+
+
+#: Deepest AND / OR / NOT nesting passed on to the store (SQLite's parser overflows
+#: somewhere above 100 nested expressions; the language's own bound covers parentheses
+#: but not a run of NOTs).
+MAX_EXPR_DEPTH = 48
+
+
+def parse_checked(text: str) -> Expr | None:
+    """:func:`auditfed.query.language.parse_query`, with the nesting bounded and
+    recursion errors turned into :class:`InvalidInput` (a clear 400, never a 500)."""
+    from auditfed.query.language import parse_query
+
+    try:
+        expr = parse_query(text)
+    except RecursionError:
+        raise InvalidInput(f"query nested deeper than {MAX_EXPR_DEPTH} levels") from None
+    if expr is not None and expr_depth(expr) > MAX_EXPR_DEPTH:
+        raise InvalidInput(f"query nested deeper than {MAX_EXPR_DEPTH} levels")
+    return expr
+
+
+def expr_depth(expr: Expr) -> int:
+    """Nesting depth of an expression (a term is 1), computed without recursion."""
+    deepest = 0
+    stack: list[tuple[Expr, int]] = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, Not):
+            stack.append((node.item, depth + 1))
+        elif isinstance(node, And | Or):
+            stack.extend((item, depth + 1) for item in node.items)
+    return deepest

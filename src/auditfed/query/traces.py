@@ -204,6 +204,8 @@ def _is_ancestor(node: dict[str, Any], candidate: dict[str, Any], nodes: dict[st
     while current is not None:
         if current is node:
             return True
+        if current.get("cycle"):  # its parent link was already cut
+            return False
         parent_id = current["parent_span_id"]
         if not parent_id or parent_id in seen:
             return False
