@@ -77,6 +77,8 @@ def get_inclusion_proof(
 ) -> Response:
     caller = reader(request, "audit.proof.inclusion")
     node = node_of(request)
+    if size is None and index >= _tree_size(node, None):
+        node.sequencer.checkpoint_now()  # prove against a checkpoint that holds the entry
     size = _tree_size(node, size)
     if index >= size:
         raise InvalidInput(f"index {index} is not in a tree of size {size}")
