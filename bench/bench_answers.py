@@ -27,6 +27,7 @@ import hashlib
 import io
 import random
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,7 +100,7 @@ def build(path: Path, count: int, signer: Signer) -> SQLiteStore:
             tx.index_entries(first, rows)
             tree.extend(row.leaf_hash for row in rows)
             tx.put_tiles(tree.take_dirty_tiles())
-        print(f"  built {first + len(rows):,} events ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"  built {first + len(rows):,} events ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     note = sign_checkpoint(Checkpoint(signer.name, tree.size, tree.root()), signer)
     with store.transaction(durable=True) as tx:
         tx.add_checkpoint(CheckpointRecord(tree.size, tree.root(), note, datetime.now(UTC).isoformat()))

@@ -19,7 +19,11 @@ against the latest signed checkpoint.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import multiprocessing
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,10 +31,14 @@ from auditfed.errors import SignatureError, VerificationError
 from auditfed.ledger import Checkpoint, TileReader, TreeRebuilder, Verifier, verify_checkpoint
 
 CHUNK = 8192
+WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class VerifiableLog(Protocol):
     def size(self) -> int: ...
+
+    #: A store URL when the log is local: leaves are then hashed in parallel processes.
+    store_url: str | None
 
     def checkpoint_notes(self) -> list[str]: ...
 
@@ -93,29 +101,65 @@ def _verify_entries(
 ) -> int:
     size = max([log.size(), *(cp.size for cp in checkpoints)])
     checker = _TreeChecker(checkpoints, log.tile_reader)
-    expected = 0
-    stream = log.entries(0, size)
-    while expected < size:
-        stop = min(size, expected + CHUNK)
-        leaves = []
-        for index, data in _take(stream, stop - expected):
-            if index != expected:
-                raise _Fault(expected, f"entry {expected} is missing")
-            leaves.append(hashlib.sha256(b"\x00" + data).digest())
-            expected += 1
-        if expected < stop:
-            raise _Fault(expected, f"entry {expected} is missing (the log ends early)")
+    chunks = _parallel_leaf_hashes(log.store_url, size) if log.store_url else _leaf_hashes(log, size)
+    done = 0
+    for leaves in chunks:
         checker.feed(leaves)
-        progress(expected, size)
-    return expected
+        done += len(leaves)
+        progress(done, size)
+    return done
 
 
-def _take(stream: Iterator[tuple[int, bytes]], count: int) -> Iterator[tuple[int, bytes]]:
-    for _ in range(count):
-        item = next(stream, None)
-        if item is None:
-            return
-        yield item
+def _leaf_hashes(log: VerifiableLog, size: int) -> Iterator[list[bytes]]:
+    """Leaf hashes in chunks, reading entries through ``log`` (e.g. a remote API)."""
+    stream = log.entries(0, size)
+    for start in range(0, size, CHUNK):
+        yield _hash_rows(stream, start, min(size, start + CHUNK))
+
+
+def _hash_rows(rows: Iterator[tuple[int, bytes]], start: int, stop: int) -> list[bytes]:
+    leaves = []
+    expected = start
+    for index, data in rows:
+        if index != expected:
+            raise _Fault(expected, f"entry {expected} is missing")
+        leaves.append(hashlib.sha256(b"\x00" + data).digest())
+        expected += 1
+        if expected == stop:
+            return leaves
+    raise _Fault(expected, f"entry {expected} is missing (the log ends early)")
+
+
+# Leaf hashing is most of the work; for a local store it runs in worker processes
+# (each with its own connection), while this process rebuilds and checks the tree.
+_worker_stores: dict[str, Any] = {}
+
+
+def _hash_chunk(store_url: str, start: int, stop: int) -> bytes | tuple[int, str]:
+    from auditfed.store import open_store
+
+    store = _worker_stores.get(store_url)
+    if store is None:
+        store = _worker_stores[store_url] = open_store(store_url)
+    try:
+        rows = iter(store.entries(start, stop))
+        return b"".join(_hash_rows(rows, start, stop))
+    except _Fault as fault:
+        return (fault.index or 0, fault.problem)
+
+
+def _parallel_leaf_hashes(store_url: str, size: int) -> Iterator[list[bytes]]:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=context) as pool:
+        starts = range(0, size, CHUNK)
+        results = pool.map(
+            _hash_chunk, itertools.repeat(store_url), starts,
+            (min(size, s + CHUNK) for s in starts), chunksize=1,
+        )
+        for result in results:
+            if isinstance(result, tuple):
+                raise _Fault(*result)
+            yield [result[i:i + 32] for i in range(0, len(result), 32)]
 
 
 class _TreeChecker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,8 +61,27 @@ async def _read_items(request: Request, node: Node) -> list[Any]:
     return items
 
 
-async def ingest_items(node: Node, caller: Caller, items: list[Any]) -> Response:
-    """Prepare, sequence and answer for a batch of decoded items."""
+@dataclass(slots=True)
+class Ingested:
+    """What became of a batch of items: per item a result, and the counts."""
+
+    results: list[dict[str, Any]]
+    #: Validation errors, ``{"item", "path", "reason"}`` (also for unparsable items).
+    errors: list[dict[str, Any]]
+    accepted: int = 0
+    duplicates: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return len(self.results) - self.accepted - self.duplicates
+
+
+async def sequence_items(node: Node, caller: Caller, items: list[Any]) -> Ingested:
+    """Prepare and sequence a batch of decoded items; durable once this returns.
+
+    Items that fail validation are rejected one by one; a source claiming another
+    service raises :class:`~auditfed.errors.Forbidden` before anything is sequenced.
+    """
     observed = format_time(datetime.now(UTC))
     results: list[dict[str, Any]] = [{} for _ in items]
     prepared: list[Prepared] = []
@@ -78,29 +98,46 @@ async def ingest_items(node: Node, caller: Caller, items: list[Any]) -> Response
             results[position] = _rejected(item, exc.detail)
     if errors:
         node.metrics.rejected.labels("invalid").inc(len(items) - len(prepared))
+    outcome = Ingested(results, errors)
     if not prepared:
-        first = errors[0]
-        return problem(
-            422, "Invalid event",
-            f"no event was accepted; item {first['item']}: {first['path']}: {first['reason']}",
-            errors=errors, results=results,
-        )
+        return outcome
     sequenced = await node.sequencer.append(prepared)
     duplicates = 0
-    for p, outcome in zip(prepared, sequenced, strict=True):
-        duplicates += outcome.duplicate
+    for p, answer in zip(prepared, sequenced, strict=True):
+        duplicates += answer.duplicate
         results[p.position] = {
             "id": p.row.event_id,
-            "index": outcome.index,
-            "status": "duplicate" if outcome.duplicate else "accepted",
+            "index": answer.index,
+            "status": "duplicate" if answer.duplicate else "accepted",
         }
     if duplicates:
         node.metrics.duplicates.inc(duplicates)
+    outcome.accepted = len(prepared) - duplicates
+    outcome.duplicates = duplicates
+    return outcome
+
+
+async def ingest_items(node: Node, caller: Caller, items: list[Any]) -> Response:
+    """Prepare, sequence and answer for a batch of decoded items."""
+    outcome = await sequence_items(node, caller, items)
+    return answer(outcome)
+
+
+def answer(outcome: Ingested, **extra: Any) -> Response:
+    """The answer to a batch: 200 with per-item results, or 422 if nothing was taken."""
+    if not outcome.accepted and not outcome.duplicates and outcome.errors:
+        first = outcome.errors[0]
+        return problem(
+            422, "Invalid event",
+            f"no event was accepted; item {first['item']}: {first['path']}: {first['reason']}",
+            errors=outcome.errors, results=outcome.results, **extra,
+        )
     return JSON({
-        "accepted": len(prepared) - duplicates,
-        "duplicates": duplicates,
-        "rejected": len(items) - len(prepared),
-        "results": results,
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+        "rejected": outcome.rejected,
+        **extra,
+        "results": outcome.results,
     })
 
 

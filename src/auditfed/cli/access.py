@@ -26,6 +26,7 @@ from auditfed.store.filters import Query
 
 
 class LogAccess(abc.ABC):
+    store_url: str | None = None
     @abc.abstractmethod
     def verifier_key(self) -> str: ...
 
@@ -67,6 +68,7 @@ class LocalLog(LogAccess):
     def __init__(self, settings: Settings) -> None:
         self.signer = load_signer(settings)
         self.store = open_store(settings.store_url, fsync=settings.fsync)
+        self.store_url = settings.store_url
 
     def verifier_key(self) -> str:
         return self.signer.verifier_key()

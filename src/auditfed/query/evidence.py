@@ -74,6 +74,8 @@ _a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
 # The last character before "=" of a canonical base64 32-byte hash has its 2 low bits clear.
 _CANONICAL_LAST = frozenset("AEIMQUYcgkosw048")
+# ... and before "==" (one byte in the last quantum), its 4 low bits.
+_CANONICAL_LAST_OF_1 = frozenset("AQgw")
 
 
 def _b64(data: bytes) -> str:
@@ -107,10 +109,10 @@ class ProofSource:
         return levels
 
     def _load(self, keys: Iterable[tuple[int, int]]) -> None:
-        missing = [key for key in keys if key not in self._tiles]
+        missing = sorted({key for key in keys if key not in self._tiles})
         if not missing:
             return
-        found = self.reader.read_tiles(sorted(set(missing)))
+        found = self.reader.read_tiles(missing)
         for key in missing:
             data = found.get(key)
             if data is None:
@@ -362,12 +364,39 @@ class _Stop(Exception):
     pass
 
 
+def _root_memo(leaf: bytes, index: int, size: int, hashes: Sequence[bytes], memo: dict[bytes, bytes]) -> bytes | None:
+    """:func:`_root_from` with the node cache (the verification fast path)."""
+    if not 0 <= index < size:
+        return None
+    fn, sn = index, size - 1
+    r = leaf
+    sha = _sha256
+    get = memo.get
+    for p in hashes:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            key = b"\x01" + p + r
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            key = b"\x01" + r + p
+        r = get(key)
+        if r is None:
+            r = memo[key] = sha(key).digest()
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
 def _root_from(
     leaf: bytes, index: int, size: int, hashes: Sequence[bytes], memo: dict[bytes, bytes] | None
 ) -> bytes | None:
     """RFC 9162 §2.1.3.2 root from an inclusion proof; ``None`` if the proof has the wrong length.
 
-    ``memo`` caches node hashes by their 64-byte input (a pure function's results: any
+    ``memo`` caches node hashes by their 65-byte input (a pure function's results: any
     changed proof hash is a different key), so paths shared by many entries are hashed once.
     """
     if not 0 <= index < size:
@@ -379,19 +408,19 @@ def _root_from(
         if sn == 0:
             return None
         if fn & 1 or fn == sn:
-            key = p + r
+            key = b"\x01" + p + r
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            key = r + p
+            key = b"\x01" + r + p
         if memo is None:
-            r = sha(b"\x01" + key).digest()
+            r = sha(key).digest()
         else:
             cached = memo.get(key)
             if cached is None:
-                cached = memo[key] = sha(b"\x01" + key).digest()
+                cached = memo[key] = sha(key).digest()
             r = cached
         fn >>= 1
         sn >>= 1
@@ -496,6 +525,8 @@ def _verify_lines(
     tail = "\n\n" + note
     tail_length = len(tail)
     memo: dict[bytes, bytes] | None = {} if use_memo else None
+    hash_cache: dict[str, bytes] = {}  # proof hash line -> its bytes (upper nodes repeat)
+    cached_hash = hash_cache.get
     count = 0
     trailer: dict[str, Any] | None = None
     loads = orjson.loads
@@ -528,7 +559,11 @@ def _verify_lines(
         # data and its leaf hash
         try:
             data = _a2b(data_text, strict_mode=True)
-            if _b2a(data, newline=False).decode() != data_text:
+            # canonical: the bits after the last byte are zero (else two texts decode alike)
+            tail_bytes = len(data) % 3
+            if tail_bytes == 1 and data_text[-3] not in _CANONICAL_LAST_OF_1:
+                raise ValueError
+            if tail_bytes == 2 and data_text[-2] not in canonical_last:
                 raise ValueError
         except (binascii.Error, ValueError, TypeError):
             problem("entry", "is not canonical base64", entry=count, index=index, field="data", line=line_no)
@@ -552,22 +587,26 @@ def _verify_lines(
                     field="proof", line=line_no)
             continue
         body = proof[len(prefix):len(proof) - tail_length + 1]  # hash lines, each ending in \n
-        hashes = []
+        hashes: list[Any] = []
         if body:
             hash_lines = body[:-1].split("\n") if body.endswith("\n") else None
             try:
                 if hash_lines is None:
                     raise ValueError
-                for text in hash_lines:
-                    if len(text) != 44 or text[43] != "=" or text[42] not in canonical_last:
-                        raise ValueError
-                    hashes.append(_a2b(text, strict_mode=True))
+                hashes = list(map(cached_hash, hash_lines))  # seen lines were checked when first seen
+                if None in hashes:
+                    for position, text in enumerate(hash_lines):
+                        if hashes[position] is None:
+                            if len(text) != 44 or text[43] != "=" or text[42] not in canonical_last:
+                                raise ValueError
+                            hashes[position] = hash_cache[text] = _a2b(text, strict_mode=True)
             except (binascii.Error, ValueError):
                 problem("entry", "a proof hash line is not canonical base64 of 32 bytes", entry=count,
                         index=index, field="proof", line=line_no)
                 continue
         leaf = sha(b"\x00" + data).digest()
-        if leaf == stated_leaf and _root_from(leaf, index, size, hashes, memo) == root:
+        if leaf == stated_leaf and (_root_memo(leaf, index, size, hashes, memo) if memo is not None
+                                    else _root_from(leaf, index, size, hashes, None)) == root:
             report.verified += 1
         elif leaf != stated_leaf and _root_from(leaf, index, size, hashes, None) == root:
             problem("entry", "does not match the event data (the data verifies)", entry=count, index=index,
@@ -580,6 +619,8 @@ def _verify_lines(
                     entry=count, index=index, field="proof", line=line_no)
         if memo is not None and len(memo) > 1_000_000:
             memo.clear()
+        if len(hash_cache) > 1_000_000:
+            hash_cache.clear()
         if progress is not None and count % PROGRESS_EVERY == 0:
             progress(count, None)
     report.entries = count
