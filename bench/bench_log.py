@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import httpx
+from support.server import Server
 
 from auditfed.cli.access import LocalLog
 from auditfed.config import load_settings
-from auditfed.event import canonical_bytes
 from auditfed.identity.tokens import Caller
 from auditfed.ingest.prepare import prepare_event
 from auditfed.ingest.sequencer import Sequencer
@@ -30,7 +30,6 @@ from auditfed.node import initialise, load_signer
 from auditfed.store import open_store
 from auditfed.verification import verify_log
 from bench.common import emit, make_events, summary_ms
-from support.server import Server
 
 CHUNK = 20_000
 
