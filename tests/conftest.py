@@ -1,26 +1,86 @@
-"""Fixtures shared by the whole suite: real auditfed servers on loopback."""
+"""Fixtures shared by the whole suite: real auditfed servers on loopback, on each store.
+
+``server`` and ``fresh_server`` are parametrised over the two stores: every test
+that uses them runs once on SQLite (a file in the data dir) and once on PostgreSQL
+(a fresh database in one throwaway PostgreSQL server per session, started from the
+Debian package with :mod:`support.postgres`). Tests that build servers themselves
+take the ``store`` fixture (``None`` for SQLite, else a fresh database's URL).
+
+Outside CI a machine without PostgreSQL (and no root to install it) skips the
+PostgreSQL half; under ``CI=true`` that is a failure. ``AUDITFED_TEST_STORES=sqlite``
+(or ``postgres``) runs one half only.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.postgres import PostgresServer, PostgresUnavailable, postgres_server
 from support.server import Server
 
+STORES = [
+    s for s in ("sqlite", "postgres")
+    if s in os.environ.get("AUDITFED_TEST_STORES", "sqlite,postgres").split(",")
+]
+STORE_PARAMS = [pytest.param(s, marks=pytest.mark.postgres) if s == "postgres" else s for s in STORES]
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+_databases = itertools.count(1)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (fsync off: tests need no power-loss safety)."""
+    try:
+        with postgres_server({"max_connections": "400", "shared_buffers": "64MB"}) as pg:
+            yield pg
+    except PostgresUnavailable as exc:
+        if in_ci():
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+
+
+def new_database(pg: PostgresServer, prefix: str = "auditfed") -> str:
+    """A fresh, empty database on ``pg``; its store URL."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg.url(dbname=name)
+
+
+def _store_url(request: pytest.FixtureRequest, kind: str) -> str | None:
+    if kind == "sqlite":
+        return None
+    return new_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture(params=STORE_PARAMS)
+def store(request: pytest.FixtureRequest) -> str | None:
+    """The store for a server a test builds itself: ``None`` (SQLite) or a fresh database."""
+    return _store_url(request, request.param)
+
+
+@pytest.fixture(scope="module", params=STORE_PARAMS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server shared by the tests of one module."""
-    srv = Server(tmp_path_factory.mktemp("srv") / "data").start()
+    srv = Server(tmp_path_factory.mktemp("srv") / "data", store=_store_url(request, request.param)).start()
     yield srv
     srv.stop()
 
 
-@pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[Server]:
+@pytest.fixture(params=STORE_PARAMS)
+def fresh_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """A server of one's own, for tests that count, break or stop it."""
-    srv = Server(tmp_path / "data").start()
+    srv = Server(tmp_path / "data", store=_store_url(request, request.param)).start()
     yield srv
     srv.stop()
 

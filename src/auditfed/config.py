@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     node_name: str | None = Field(None, description="this node's name in a federation")
+    upstream: str | None = Field(None, description="URL of the federation hub to forward to")
+    upstream_token: str | None = Field(None, description="this node's token at the hub (role node)")
+    upstream_batch: int = Field(2000, ge=1, le=10_000, description="entries per forwarded batch")
+    upstream_heartbeat: float = Field(5.0, gt=0, description="seconds between heartbeats when idle")
+    federation_heartbeat: float = Field(
+        300.0, gt=0, description="hub: seconds of silence after which a node raises an alert"
+    )
     issuers: list[dict[str, Any]] = Field(
         default_factory=list, description="trusted OIDC issuers ([[issuers]] tables)"
     )
@@ -74,6 +81,9 @@ class Settings(BaseSettings):
 
     @property
     def store_url(self) -> str:
+        remembered = self.data_dir / "store.url"  # written by ``init --store`` (mode 0600)
+        if not self.store and remembered.exists():
+            return remembered.read_text().strip()
         return self.store or f"sqlite:///{(self.data_dir / 'auditfed.db').resolve()}"
 
     @classmethod

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from auditfed.config import Settings
+from auditfed.detect.service import DetectionService
 from auditfed.errors import ConfigError
 from auditfed.event.model import format_time
+from auditfed.federation.service import Federation
+from auditfed.federation.witness import create_witness_key
 from auditfed.identity.actors import ActorResolver
 from auditfed.identity.directory import Directory
 from auditfed.identity.oidc import TokenVerifier
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "log.key"
 SALT_FILE = "redaction.salt"
+STORE_FILE = "store.url"
 
 
 @dataclass(frozen=True)
@@ -55,15 +59,38 @@ def initialise(settings: Settings) -> Initialised | None:
     if path.exists():
         return None
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if settings.store:
+        _shared_store_is_new(settings)
     origin = settings.origin or f"auditfed.local/log-{secrets.token_hex(4)}"
     signer = Signer.generate(origin)
     _private_file(path, (signer.private_key_string() + "\n").encode())
+    create_witness_key(settings.data_dir, origin)  # the hub's witness key, beside the log key
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
         token, _ = TokenAuthority(store).create("admin", description="created at init")
+        if hasattr(store, "claim_meta"):  # a shared store: this is now the log's key
+            store.claim_meta("log_verifier_key", signer.verifier_key())
     finally:
         store.close()
     return Initialised(token, signer.verifier_key(), origin)
+
+
+def _shared_store_is_new(settings: Settings) -> None:
+    """An explicit store: remember it in the data dir (``store.url``, mode 0600), and
+    refuse to create a second log key for a store that already has a log."""
+    store = open_store(settings.store_url, fsync=settings.fsync)
+    try:
+        registered = store.get_meta("log_verifier_key")
+    finally:
+        store.close()
+    if registered is not None:
+        raise ConfigError(
+            f"the store already holds a log (key {registered}): copy log.key and redaction.salt "
+            f"from a data dir of that log into {settings.data_dir} instead (docs/postgresql.md)"
+        )
+    path = settings.data_dir / STORE_FILE
+    if not path.exists():
+        _private_file(path, (settings.store + "\n").encode())  # type: ignore[operator]
 
 
 def _private_file(path: Path, content: bytes) -> None:
@@ -120,17 +147,30 @@ class Node:
             ActorResolver(self.verifier, self.directory),
             self.redactor.apply,
         )
-        self.sequencer = Sequencer(
-            self.store,
-            self.signer,
-            max_commit_events=settings.max_commit_events,
-            observe_commit=self.metrics.observe_commit,
-        )
+        if self.store.url.startswith(("postgresql://", "postgres://")):
+            from auditfed.ingest.cluster import ClusterSequencer  # many nodes, one database
+
+            self.sequencer: Any = ClusterSequencer(
+                self.store, self.signer, settings=settings, salt=load_salt(settings),  # type: ignore[arg-type]
+                max_commit_events=settings.max_commit_events,
+                observe_commit=self.metrics.observe_commit, registry=self.metrics.registry,
+            )
+        else:
+            self.sequencer = Sequencer(
+                self.store,
+                self.signer,
+                max_commit_events=settings.max_commit_events,
+                observe_commit=self.metrics.observe_commit,
+            )
         self.metrics.track(self.metrics.log_size, lambda: self.sequencer.size)
         self.metrics.track(
             self.metrics.checkpoint_size,
             lambda: cp.size if (cp := self.sequencer.latest_checkpoint) else 0,
         )
+        #: Federation: the hub part, and the forwarder when ``upstream`` is set.
+        self.federation = Federation(self)
+        #: Live detection, alerts and their sinks (set up by ``start``).
+        self.detection: DetectionService | None = None
 
     @property
     def origin(self) -> str:
@@ -160,7 +200,24 @@ class Node:
 
     def start(self) -> None:
         self.sequencer.start()
+        self.detection = DetectionService.from_settings(
+            self.settings, self.store, self.sequencer, origin=self.origin,
+            registry=self.metrics.registry)
+        if hasattr(self.sequencer, "run_on_leader"):  # a cluster: detect once, on the leader
+            self.sequencer.run_on_leader(self._leader_detection)
+        else:
+            self.detection.start()
+        self.federation.start()
+
+    def _leader_detection(self) -> DetectionService:
+        if self.detection is None or self.detection.started:  # a new term of leadership
+            self.detection = DetectionService.from_settings(
+                self.settings, self.store, self.sequencer, origin=self.origin)
+        return self.detection
 
     def close(self) -> None:
+        self.federation.stop()
+        if self.detection is not None:
+            self.detection.stop(self.settings.shutdown_grace)
         self.sequencer.stop()
         self.store.close()

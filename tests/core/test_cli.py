@@ -103,10 +103,7 @@ def test_send_verify_prove_and_search(fresh_server: Server, tmp_path: Path) -> N
 
 
 def _checkpoint_sizes(server: Server) -> list[str]:
-    import sqlite3
-
-    with sqlite3.connect(server.data_dir / "auditfed.db") as db:
-        return [f"{size} x" for (size,) in db.execute("SELECT size FROM checkpoints")]
+    return [f"{size} x" for (size,) in server.sql("SELECT size FROM checkpoints")]
 
 
 def test_a_checkpoint_under_another_key_is_refused(fresh_server: Server) -> None:

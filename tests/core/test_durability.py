@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import signal
-import sqlite3
 import threading
 import time
 import uuid
@@ -62,13 +61,12 @@ def assert_all_present(server: Server, acked: dict[str, int]) -> None:
     assert not missing, f"{len(missing)} acknowledged events lost or moved"
 
 
-def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    server = Server(tmp_path / "data").start()
+def test_kill_9_loses_nothing_acknowledged(tmp_path: Path, store: str | None) -> None:
+    server = Server(tmp_path / "data", store=store).start()
     token = server.token("source", service="db")
     acked, errors = run_writers(server, token, 2.0, lambda: server.kill(signal.SIGKILL))
     assert not errors and len(acked) > 0
-    with sqlite3.connect(server.data_dir / "auditfed.db") as db:
-        last_before = db.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    last_before = server.sql("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")[0]
 
     server.start()
     try:
@@ -87,8 +85,8 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_sigterm_finishes_in_flight_work_then_refuses(tmp_path: Path) -> None:
-    server = Server(tmp_path / "data").start()
+def test_sigterm_finishes_in_flight_work_then_refuses(tmp_path: Path, store: str | None) -> None:
+    server = Server(tmp_path / "data", store=store).start()
     token = server.token("source", service="db")
     codes: list[int] = []
 
@@ -105,10 +103,9 @@ def test_sigterm_finishes_in_flight_work_then_refuses(tmp_path: Path) -> None:
     assert server.process is not None and server.process.wait(timeout=60) == 0
     assert not errors and acked
     assert codes[0] in (0, 503)
-    with sqlite3.connect(server.data_dir / "auditfed.db") as db:
-        (signed,) = db.execute("SELECT MAX(size) FROM checkpoints").fetchone()
-        (stored,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
-        (indexed,) = db.execute("SELECT value FROM meta WHERE key = 'indexed_size'").fetchone()
+    [(signed,)] = server.sql("SELECT MAX(size) FROM checkpoints")
+    [(stored,)] = server.sql("SELECT COUNT(*) FROM events")
+    [(indexed,)] = server.sql("SELECT value FROM meta WHERE key = 'indexed_size'")
     assert signed == stored == int(indexed)  # a final checkpoint and index cover everything
     server.start()
     try:

@@ -38,10 +38,13 @@ def run_cli(*args: str, input: bytes | None = None, env: dict[str, str] | None =
 class Server:
     """``auditfed serve`` in a subprocess, with its admin token and data dir."""
 
-    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None,
+                 store: str | None = None) -> None:
         self.data_dir = data_dir
         self.extra = extra
         self.env = env or {}
+        #: The store URL (``postgresql://...``), or ``None`` for SQLite in the data dir.
+        self.store = store
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -50,7 +53,9 @@ class Server:
 
     def start(self, timeout: float = 30) -> Server:
         if not (self.data_dir / "log.key").exists():
-            self.admin_token = run_cli("init", "--data", str(self.data_dir), check=True).stdout.strip()
+            store = ["--store", self.store] if self.store else []
+            self.admin_token = run_cli("init", "--data", str(self.data_dir), *store,
+                                       check=True).stdout.strip()
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*AUDITFED, "serve", "--data", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}",
@@ -78,6 +83,29 @@ class Server:
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+
+    @property
+    def store_kind(self) -> str:
+        return "postgres" if self.store else "sqlite"
+
+    def sql(self, statement: str, params: tuple = (), *, fetch: bool = True) -> list[tuple]:
+        """Run SQL on the server's store directly (``?`` placeholders, either engine)."""
+        if self.store:
+            import psycopg
+
+            from auditfed.store.postgres import _split_options
+
+            with psycopg.connect(_split_options(self.store)[0], autocommit=True) as conn:
+                cursor = conn.execute(statement.replace("?", "%s"), params)
+                rows = cursor.fetchall() if fetch and cursor.description else []
+                return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in rows]
+        import sqlite3
+
+        conn = sqlite3.connect(self.data_dir / "auditfed.db", isolation_level=None)
+        try:
+            return conn.execute(statement, params).fetchall()
+        finally:
+            conn.close()
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         assert self.process is not None

@@ -1,7 +1,9 @@
 """Answers: traces, principal timelines, the compliance questions and evidence bundles.
 
-Every route needs an ``auditor`` or ``admin`` token. Values from the caller reach the
-store only as bound parameters (see :mod:`auditfed.query.reading`); bad input is a
+Every route needs an ``auditor`` or ``admin`` token; each answer is itself recorded in
+the log (``audit.*`` actions, see :func:`auditfed.api.deps.reader`), and a scoped
+auditor's answers cover only their service / environment. Values from the caller reach
+the store only as bound parameters (see :mod:`auditfed.query.reading`); bad input is a
 400 problem document.
 """
 
@@ -14,28 +16,30 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from auditfed.api.deps import READERS, authorise, node_of
+from auditfed.api.deps import READERS, authorise, node_of, reader, record, scope_filter
 from auditfed.api.responses import JSON
 from auditfed.errors import InvalidInput
 from auditfed.query import compliance, evidence
-from auditfed.query.reading import parse_checked, parse_time_bound, wait_indexed
+from auditfed.query.reading import checked_value, parse_checked, parse_time_bound, wait_indexed
 from auditfed.query.timeline import DEFAULT_GAP_SECONDS, principal_timeline
-from auditfed.query.traces import get_trace
+from auditfed.query.traces import check_trace_id, get_trace
 
 router = APIRouter(tags=["answers"])
 
 
-def _ready(request: Request) -> Any:
-    authorise(request, *READERS)
+def _ready(request: Request, action: str) -> tuple[Any, Any]:
+    """The node and the reader's scope; the access is recorded in the log first."""
+    caller = reader(request, action)
     node = node_of(request)
     wait_indexed(node)
-    return node
+    return node, scope_filter(caller, None)
 
 
 @router.get("/v1/traces/{trace_id}", summary="Every event of one trace, ordered and as a span tree")
 def trace(request: Request, trace_id: str) -> Response:
-    node = _ready(request)
-    return JSON(get_trace(node.store, trace_id))
+    check_trace_id(trace_id)
+    node, scope = _ready(request, "audit.trace")
+    return JSON(get_trace(node.store, trace_id, scope=scope))
 
 
 @router.get("/v1/principals/{principal:path}/timeline", summary="What one principal did, across all sources")
@@ -45,9 +49,10 @@ def timeline(
     limit: int = Query(100, ge=1, le=10_000, description="the last N events"),
     gap: float = Query(DEFAULT_GAP_SECONDS, gt=0, le=10**9, description="idle seconds that count as a gap"),
 ) -> Response:
-    node = _ready(request)
+    checked_value("principal", principal)
+    node, scope = _ready(request, "audit.timeline")
     return JSON(principal_timeline(node.store, principal, directory=getattr(node, "directory", None),
-                                   limit=limit, gap_seconds=gap))
+                                   limit=limit, gap_seconds=gap, scope=scope))
 
 
 @router.get("/v1/who-accessed", summary="Who read, queried or exported a resource, and when")
@@ -56,8 +61,9 @@ def who_accessed(
     resource: str = Query(min_length=1, max_length=1024, description="resource id; * is a wildcard"),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> Response:
-    node = _ready(request)
-    return JSON(compliance.who_accessed(node.store, resource, limit=limit))
+    checked_value("resource", resource, wildcard=True)
+    node, scope = _ready(request, "audit.who_accessed")
+    return JSON(compliance.who_accessed(node.store, resource, limit=limit, scope=scope))
 
 
 @router.get("/v1/who-changed", summary="Every change of a resource: who, when, from where, why")
@@ -66,14 +72,16 @@ def who_changed(
     resource: str = Query(min_length=1, max_length=1024, description="resource id; * is a wildcard"),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> Response:
-    node = _ready(request)
-    return JSON(compliance.who_changed(node.store, resource, limit=limit))
+    checked_value("resource", resource, wildcard=True)
+    node, scope = _ready(request, "audit.who_changed")
+    return JSON(compliance.who_changed(node.store, resource, limit=limit, scope=scope))
 
 
 @router.get("/v1/enforcement/{trace_id}", summary="Was access policy enforced at every hop of a request")
 def enforcement(request: Request, trace_id: str) -> Response:
-    node = _ready(request)
-    return JSON(compliance.enforcement(node.store, trace_id))
+    check_trace_id(trace_id)
+    node, scope = _ready(request, "audit.enforcement")
+    return JSON(compliance.enforcement(node.store, trace_id, scope=scope))
 
 
 @router.get("/v1/unjustified-changes", summary="Changes without a stated reason in a time range")
@@ -83,9 +91,10 @@ def unjustified_changes(
     until: str | None = Query(None, max_length=64, description="to (exclusive)"),
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> Response:
-    node = _ready(request)
-    return JSON(compliance.unjustified_changes(
-        node.store, since=parse_time_bound("since", since), until=parse_time_bound("until", until), limit=limit))
+    bounds = parse_time_bound("since", since), parse_time_bound("until", until)
+    node, scope = _ready(request, "audit.unjustified_changes")
+    return JSON(compliance.unjustified_changes(node.store, since=bounds[0], until=bounds[1], limit=limit,
+                                               scope=scope))
 
 
 class EvidenceRequest(BaseModel):
@@ -99,9 +108,12 @@ class EvidenceRequest(BaseModel):
 
 @router.post("/v1/evidence", summary="An offline-verifiable evidence bundle (JSON Lines, streamed)")
 async def evidence_bundle(request: Request, body: EvidenceRequest) -> Response:
-    authorise(request, *READERS)
+    caller = authorise(request, *READERS)
     node = node_of(request)
-    expr = parse_checked(body.query)  # a bad query is a 400 before anything streams
+    expr = scope_filter(caller, parse_checked(body.query))  # a bad query is a 400 before anything streams
+    # The record of this export is appended before the checkpoint is requested, so the
+    # bundle's checkpoint covers it.
+    record(request, caller, "audit.evidence", wait=False, evidence_query=body.query[:2048], limit=body.limit)
     checkpoint = await node.sequencer.checkpoint()
     await run_in_threadpool(wait_indexed, node)
     for old in body.consistency_from:

@@ -12,7 +12,18 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from auditfed import __version__
-from auditfed.api import admin_routes, ingest_routes, log_routes, problems, query_routes
+from auditfed.api import (
+    admin_routes,
+    alert_routes,
+    answer_routes,
+    cluster_routes,
+    federation_routes,
+    ingest_routes,
+    log_routes,
+    problems,
+    query_routes,
+    source_routes,
+)
 from auditfed.api.problems import problem
 from auditfed.node import Node
 
@@ -87,7 +98,12 @@ def create_app(node: Node, *, start_node: bool = True) -> FastAPI:
     app.state.draining = False
     app.state.in_flight = 0
     problems.install(app)
+    app.include_router(cluster_routes.router)  # before /v1/events/{index}
     for module in (ingest_routes, log_routes, query_routes, admin_routes):
         app.include_router(module.router)
+    app.include_router(source_routes.router)
+    app.include_router(alert_routes.router)
+    app.include_router(federation_routes.router)
+    app.include_router(answer_routes.router)
     app.add_middleware(Draining, state=app.state)
     return app

@@ -110,6 +110,8 @@ async def sequence_items(node: Node, caller: Caller, items: list[Any]) -> Ingest
             "index": answer.index,
             "status": "duplicate" if answer.duplicate else "accepted",
         }
+        if answer.index is None:  # durable, queued for the cluster's leader (ingest/cluster.py)
+            results[p.position]["sequenced"] = False
     if duplicates:
         node.metrics.duplicates.inc(duplicates)
     outcome.accepted = len(prepared) - duplicates

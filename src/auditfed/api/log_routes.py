@@ -30,10 +30,16 @@ def _b64(data: bytes) -> str:
 async def get_checkpoint(
     request: Request,
     size: int | None = Query(None, ge=0, description="the checkpoint signed at this size"),
+    cosigned: bool = Query(False, description="the latest checkpoint witnesses cosigned, with "
+                           "their cosignature lines (federation)"),
 ) -> Response:
     """The latest checkpoint, signed now if the log grew since the last one; or, with
     ``size``, the checkpoint published at exactly that size (every one is kept)."""
     node = node_of(request)
+    if cosigned:
+        from auditfed.federation.service import cosigned_checkpoint
+
+        return PlainTextResponse(cosigned_checkpoint(node.store), headers={"Cache-Control": "no-store"})
     if size is None:
         record = await node.sequencer.checkpoint()
     else:

@@ -12,19 +12,26 @@ from auditfed.api.deps import node_of, reader, scope_filter
 from auditfed.api.responses import JSON
 from auditfed.errors import NotFound
 from auditfed.query.language import parse_query
+from auditfed.sources.ocsf import to_ocsf
 from auditfed.store.filters import Query as StoreQuery
 
 router = APIRouter(tags=["query"])
 
 
 @router.get("/v1/events/{index}", summary="One event by its log index")
-def get_event(request: Request, index: int) -> Response:
+def get_event(
+    request: Request,
+    index: int,
+    format: Literal["auditfed", "ocsf"] = Query("auditfed", description="ocsf: the OCSF view"),
+) -> Response:
     caller = reader(request, "audit.event.read")
     node = node_of(request)
     rows = node.store.entries(index, index + 1) if index >= 0 else []
     event = orjson.loads(rows[0][1]) if rows else None
     if event is None or not caller.may_see(event):
         raise NotFound(f"no event at index {index}")
+    if format == "ocsf":
+        return JSON({"index": index, "format": "ocsf", "event": to_ocsf(event, index)})
     return JSON({"index": index, "event": event})
 
 

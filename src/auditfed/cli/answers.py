@@ -371,7 +371,8 @@ def _remote_export(client: Client, query: str, limit: int | None, older: list[in
 @evidence_app.command("verify")
 def evidence_verify(
     file: Annotated[Path, typer.Argument(help="bundle written by 'evidence export'")],
-    key: Annotated[str, typer.Option("--key", envvar="AUDITFED_KEY", help="the log's verifier key you trust")],
+    key: Annotated[str, typer.Option("--key", envvar="AUDITFED_KEY",
+                                     help="the log's verifier key you trust (or @FILE holding it)")],
     pinned: Annotated[Path | None, typer.Option("--pinned", help="a signed checkpoint note you trust")] = None,
     consistency_proof: Annotated[Path | None, typer.Option(
         "--consistency-proof", help="JSON {\"hashes\": [...]} between the pinned and the bundle's tree sizes")] = None,

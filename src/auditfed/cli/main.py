@@ -17,6 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from auditfed.cli import answers as answers_cli
+from auditfed.cli import collect as collect_command
+from auditfed.cli import federation as federation_cli
+from auditfed.cli import rules as rules_cli
+from auditfed.cli import status as status_cli
 from auditfed.cli.access import LocalLog, LogAccess, RemoteLog
 from auditfed.cli.client import Client
 from auditfed.cli.sending import send_files
@@ -46,6 +51,7 @@ token_app = typer.Typer(help="Create, list and revoke API bearer tokens.", no_ar
 proof_app = typer.Typer(help="Fetch and check Merkle proofs.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(proof_app, name="proof")
+collect_command.register(app)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -124,6 +130,9 @@ def serve(
     checkpoint_interval: Annotated[float | None, typer.Option()] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
     log_format: Annotated[str | None, typer.Option()] = None,
+    node_name: Annotated[str | None, typer.Option(help="this node's name in a federation")] = None,
+    upstream: Annotated[str | None, typer.Option(help="federation hub URL to forward to")] = None,
+    upstream_token: Annotated[str | None, typer.Option(help="this node's token at the hub")] = None,
 ) -> None:
     """Run the server (initialising the data dir on first start)."""
     from auditfed.api.server import serve as run_server
@@ -133,6 +142,7 @@ def serve(
         data, config, listen=listen, store=store, demo=demo, fsync=fsync,
         max_body_bytes=max_body_bytes, max_events_per_request=max_events_per_request,
         checkpoint_interval=checkpoint_interval, log_level=log_level, log_format=log_format,
+        node_name=node_name, upstream=upstream, upstream_token=upstream_token,
     )
     created = initialise(settings)
     if created is not None:
@@ -354,14 +364,22 @@ def search(
     oldest_first: Annotated[bool, typer.Option("--oldest-first")] = False,
     data: DataOpt = None, config: ConfigOpt = None, url: UrlOpt = None, token: TokenOpt = None,
     as_json: JsonOpt = False,
+    fmt: Annotated[str, typer.Option("--format", help="table | json | ocsf (OCSF events, JSON)")] = "table",
 ) -> None:
     """Search events with the query language."""
+    if fmt not in ("table", "json", "ocsf"):
+        raise InvalidInput(f"--format must be table, json or ocsf, not {fmt!r}")
     access = _access(url, token, data, config)
     try:
         rows = access.search(query, limit, newest_first=not oldest_first)
     finally:
         access.close()
-    if as_json:
+    if fmt == "ocsf":
+        from auditfed.sources.ocsf import to_ocsf
+
+        _emit_json([to_ocsf(e, i) for i, e in rows])
+        return
+    if as_json or fmt == "json":
         _emit_json([{"index": i, "event": e} for i, e in rows])
         return
     table = Table("index", "time", "action", "outcome", "actor", "resource", "service")
@@ -372,6 +390,12 @@ def search(
             (event.get("resource") or {}).get("id", ""), event["source"]["service"],
         )
     out.print(table)
+
+
+rules_cli.register(app)
+answers_cli.register(app)
+federation_cli.register(app)
+status_cli.register(app)
 
 
 def main() -> None:

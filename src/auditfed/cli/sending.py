@@ -76,7 +76,7 @@ def send_files(client: Client, files: list[str], fmt: str, batch_size: int) -> d
                     advance(sent, None)
             elif kind == "otlp":
                 content_type = "application/json" if body.lstrip()[:1] == b"{" else "application/x-protobuf"
-                _merge(summary, name, 0, _post(client, "/v1/logs", body, content_type))
+                _merge(summary, name, 0, _post_otlp(client, body, content_type))
             elif kind in SOURCE_ENDPOINTS:
                 path, content_type = SOURCE_ENDPOINTS[kind]
                 _merge(summary, name, 0, _post(client, path, body, content_type))
@@ -112,6 +112,36 @@ def _post(client: Client, path: str, body: bytes, content_type: str) -> dict[str
             return {"accepted": 0, "duplicates": 0, "rejected": len(exc.body["results"]),
                     "results": exc.body["results"]}
         raise
+
+
+def _post_otlp(client: Client, body: bytes, content_type: str) -> dict[str, Any]:
+    """OTLP/HTTP answers in the request's encoding; partial success counts rejections."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+
+    if content_type == "application/json":
+        request = orjson.loads(body)
+        records = sum(len(sl.get("logRecords") or []) for rl in request.get("resourceLogs") or []
+                      for sl in rl.get("scopeLogs") or [])
+    else:
+        parsed = ExportLogsServiceRequest.FromString(body)
+        records = sum(len(sl.log_records) for rl in parsed.resource_logs for sl in rl.scope_logs)
+    headers = {"Content-Type": content_type}
+    payload = body
+    if len(body) > GZIP_ABOVE:
+        payload = gzip.compress(body, compresslevel=1)
+        headers["Content-Encoding"] = "gzip"
+    response = client.request("POST", "/v1/logs", content=payload, headers=headers)
+    if response.headers.get("content-type", "").startswith("application/x-protobuf"):
+        answer = ExportLogsServiceResponse.FromString(response.content)
+        rejected, message = answer.partial_success.rejected_log_records, answer.partial_success.error_message
+    else:
+        partial = (response.json() or {}).get("partialSuccess") or {}
+        rejected, message = int(partial.get("rejectedLogRecords") or 0), partial.get("errorMessage")
+    results = [{"status": "rejected", "error": message}] if rejected else []
+    return {"accepted": records - rejected, "duplicates": 0, "rejected": rejected, "results": results}
 
 
 def _merge(summary: dict[str, Any], name: str, offset: int, answer: dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from auditfed.event.model import format_time
 from auditfed.identity.workload import WorkloadAuthenticator, WorkloadIdentity
 from auditfed.store.base import Store, TokenRecord
 
-ROLES = ("source", "auditor", "admin")
+ROLES = ("source", "auditor", "admin", "node")  # node: a federation node, bound to its name
 _TOKEN_SHAPE = re.compile(r"^afd_[A-Za-z0-9_-]{43}$")
 _CACHE_LIMIT = 100_000
 
@@ -101,6 +101,8 @@ class TokenAuthority:
             raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
         if role == "source" and not service:
             raise InvalidInput("a source token must name its service (--service)")
+        if role == "node" and not service:
+            raise InvalidInput("a node token must name its node (service = node name)")
         token = "afd_" + secrets.token_urlsafe(32)
         digest = token_digest(token)
         record = TokenRecord(

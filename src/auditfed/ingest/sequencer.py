@@ -104,15 +104,19 @@ class Sequencer:
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="auditfed-sequencer", daemon=True)
         self._stopped = False
-        # events handed over and not yet committed (or failed): the queue's depth
+        # events handed over whose future is not settled yet: the queue's depth
         self._submitted = 0
-        self._finished = 0  # written by the sequencer thread only
+        self._settled = 0
         self._count_lock = threading.Lock()
 
     @property
-    def pending(self) -> int:
-        """Events waiting for a commit (cheap; for back-pressure: 429 when deep)."""
-        return self._submitted - self._finished
+    def queued_events(self) -> int:
+        """Events waiting for their commit (cheap; for back-pressure: 429 when deep)."""
+        return self._submitted - self._settled
+
+    def _count_settled(self, count: int) -> None:
+        with self._count_lock:
+            self._settled += count
 
     @property
     def size(self) -> int:
@@ -181,8 +185,10 @@ class Sequencer:
         if self._stopped:
             raise Unavailable("the log is shutting down")
         if job.items:
+            count = len(job.items)
             with self._count_lock:
-                self._submitted += len(job.items)
+                self._submitted += count
+            job.future.add_done_callback(lambda _f: self._count_settled(count))
         self._queue.put(job)
         return job.future
 
@@ -265,12 +271,6 @@ class Sequencer:
         return jobs, False
 
     def _commit(self, jobs: list[_Job]) -> None:
-        try:
-            self._commit_jobs(jobs)
-        finally:
-            self._finished += sum(len(job.items or ()) for job in jobs)
-
-    def _commit_jobs(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
         snapshot = self.tree.copy()
         first_index = self.tree.size

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import gc
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -364,41 +365,67 @@ class _Stop(Exception):
     pass
 
 
-def _root_memo(leaf: bytes, index: int, size: int, hashes: Sequence[bytes], memo: dict[bytes, bytes]) -> bytes | None:
-    """:func:`_root_from` with the node cache (the verification fast path)."""
+class _Previous:
+    """The path of the last verified entry: state and node after every step, and its proof text."""
+
+    __slots__ = ("body", "fns", "nodes", "sns")
+
+    def __init__(self) -> None:
+        self.body = ""
+        self.fns: list[int] = []
+        self.sns: list[int] = []
+        self.nodes: list[bytes] = []
+
+
+def _root_shared(leaf: bytes, index: int, size: int, hashes: Sequence[bytes], body: str,
+                 previous: _Previous) -> tuple[bytes | None, list[int], list[int], list[bytes], int]:
+    """:func:`_root_from`, stopping where the path joins the previous verified entry's.
+
+    After each step the computation continues from ``(node, fn, sn)`` with the remaining
+    proof hashes only. When all four equal the previous entry's at the same step (the
+    remaining hashes compared as their text), the rest of the computation is the same
+    pure function of the same inputs, so it ends at the root the previous entry reached.
+    Nearby entries share their upper paths: those steps cost a comparison, not a hash.
+    Returns the root (or ``None`` for a proof of the wrong length), this entry's states
+    and nodes, and the step it joined at (``-1``: computed to the end).
+    """
+    fns: list[int] = []
+    sns: list[int] = []
+    nodes: list[bytes] = []
     if not 0 <= index < size:
-        return None
+        return None, fns, sns, nodes, -1
     fn, sn = index, size - 1
     r = leaf
     sha = _sha256
-    get = memo.get
-    for p in hashes:
+    prev_nodes, prev_fns, prev_sns = previous.nodes, previous.fns, previous.sns
+    known = len(prev_nodes)
+    for step, p in enumerate(hashes):
         if sn == 0:
-            return None
+            return None, fns, sns, nodes, -1
         if fn & 1 or fn == sn:
-            key = b"\x01" + p + r
+            r = sha(b"\x01" + p + r).digest()
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            key = b"\x01" + r + p
-        r = get(key)
-        if r is None:
-            r = memo[key] = sha(key).digest()
+            r = sha(b"\x01" + r + p).digest()
         fn >>= 1
         sn >>= 1
-    return r if sn == 0 else None
+        fns.append(fn)
+        sns.append(sn)
+        nodes.append(r)
+        if (step < known and r == prev_nodes[step] and fn == prev_fns[step] and sn == prev_sns[step]
+                and body[45 * (step + 1):] == previous.body[45 * (step + 1):]):
+            return _JOINED, fns, sns, nodes, step
+    return (r if sn == 0 else None), fns, sns, nodes, -1
 
 
-def _root_from(
-    leaf: bytes, index: int, size: int, hashes: Sequence[bytes], memo: dict[bytes, bytes] | None
-) -> bytes | None:
-    """RFC 9162 §2.1.3.2 root from an inclusion proof; ``None`` if the proof has the wrong length.
+_JOINED = b"joined"
 
-    ``memo`` caches node hashes by their 65-byte input (a pure function's results: any
-    changed proof hash is a different key), so paths shared by many entries are hashed once.
-    """
+
+def _root_from(leaf: bytes, index: int, size: int, hashes: Sequence[bytes]) -> bytes | None:
+    """RFC 9162 §2.1.3.2 root from an inclusion proof; ``None`` if the proof has the wrong length."""
     if not 0 <= index < size:
         return None
     fn, sn = index, size - 1
@@ -408,20 +435,13 @@ def _root_from(
         if sn == 0:
             return None
         if fn & 1 or fn == sn:
-            key = b"\x01" + p + r
+            r = sha(b"\x01" + p + r).digest()
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            key = b"\x01" + r + p
-        if memo is None:
-            r = sha(key).digest()
-        else:
-            cached = memo.get(key)
-            if cached is None:
-                cached = memo[key] = sha(key).digest()
-            r = cached
+            r = sha(b"\x01" + r + p).digest()
         fn >>= 1
         sn >>= 1
     return r if sn == 0 else None
@@ -435,7 +455,7 @@ def verify(
     consistency_hashes: Sequence[bytes] | None = None,
     progress: Progress | None = None,
     max_problems: int = 100,
-    memo: bool = True,
+    shortcut: bool = True,
 ) -> VerifyReport:
     """Check a bundle offline against the trusted ``verifier_key``.
 
@@ -462,16 +482,24 @@ def verify(
                 return report
         else:
             lines = source
-        with contextlib.suppress(_Stop):
-            _verify_lines(iter(lines), verifier_key, pinned_checkpoint, consistency_hashes, progress, report,
-                          problem, memo)
+        # The loop allocates only acyclic objects (parsed lines, bytes): the cyclic garbage
+        # collector has nothing to find, but would rescan the caller's whole heap many times.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            with contextlib.suppress(_Stop):
+                _verify_lines(iter(lines), verifier_key, pinned_checkpoint, consistency_hashes, progress, report,
+                              problem, shortcut)
+        finally:
+            if collecting:
+                gc.enable()
     report.ok = not report.problems
     return report
 
 
 def _verify_lines(
     lines: Iterator[bytes], verifier_key: str, pinned: str | None, pinned_hashes: Sequence[bytes] | None,
-    progress: Progress | None, report: VerifyReport, problem: Callable[..., None], use_memo: bool,
+    progress: Progress | None, report: VerifyReport, problem: Callable[..., None], shortcut: bool,
 ) -> None:
     try:
         trusted = Verifier.from_key(verifier_key.strip())
@@ -524,39 +552,29 @@ def _verify_lines(
 
     tail = "\n\n" + note
     tail_length = len(tail)
-    memo: dict[bytes, bytes] | None = {} if use_memo else None
-    hash_cache: dict[str, bytes] = {}  # proof hash line -> its bytes (upper nodes repeat)
-    cached_hash = hash_cache.get
     count = 0
     trailer: dict[str, Any] | None = None
     loads = orjson.loads
     sha = _sha256
     canonical_last = _CANONICAL_LAST
-    for line_no, raw in enumerate(lines, start=2):
-        if trailer is not None:
-            problem("trailer", "there are lines after the trailer", line=line_no)
-            break
+    def diagnose(raw: bytes, number: int, line_no: int) -> None:
+        """The slow path: find and name what is wrong with entry ``number`` (or count it)."""
         try:
             entry = loads(raw)
             kind = entry["type"]
         except (ValueError, TypeError, KeyError):
-            problem("entry", "the line is not a JSON entry", entry=count + 1, field="line", line=line_no)
-            count += 1
-            continue
-        if kind == "end":
-            trailer = entry
-            continue
-        count += 1
+            problem("entry", "the line is not a JSON entry", entry=number, field="line", line=line_no)
+            return
         try:
             index = entry["index"]
             data_text, leaf_text, proof = entry["data"], entry["leaf_hash"], entry["proof"]
-            if entry.get("n") != count or kind != "entry" or type(index) is not int:
+            if entry.get("n") != number or kind != "entry" or type(index) is not int:
                 raise ValueError
         except (KeyError, TypeError, ValueError):
             problem("entry", "fields are missing or wrong (type, n, index, data, leaf_hash, proof)",
-                    entry=count, field="line", line=line_no)
-            continue
-        # data and its leaf hash
+                    entry=number, field="line", line=line_no)
+            return
+        where = {"entry": number, "index": index, "line": line_no}
         try:
             data = _a2b(data_text, strict_mode=True)
             # canonical: the bits after the last byte are zero (else two texts decode alike)
@@ -565,64 +583,95 @@ def _verify_lines(
                 raise ValueError
             if tail_bytes == 2 and data_text[-2] not in canonical_last:
                 raise ValueError
-        except (binascii.Error, ValueError, TypeError):
-            problem("entry", "is not canonical base64", entry=count, index=index, field="data", line=line_no)
-            continue
+        except (binascii.Error, ValueError, TypeError, IndexError):
+            problem("entry", "is not canonical base64", field="data", **where)
+            return
         try:
             stated_leaf = _a2b(leaf_text, strict_mode=True)
             if len(leaf_text) != 44 or leaf_text[42] not in canonical_last or len(stated_leaf) != HASH_SIZE:
                 raise ValueError
         except (binascii.Error, ValueError, TypeError):
-            problem("entry", "is not a canonical base64 SHA-256 hash", entry=count, index=index,
-                    field="leaf_hash", line=line_no)
-            continue
+            problem("entry", "is not a canonical base64 SHA-256 hash", field="leaf_hash", **where)
+            return
         # the tlog-proof: header, index, hashes, then exactly the bundle's checkpoint
         prefix = f"{TLOG_PROOF_HEADER}\nindex {index}\n"
         if not isinstance(proof, str) or not proof.startswith(prefix):
-            problem("entry", f"is not a {TLOG_PROOF_HEADER} proof for index {index}", entry=count, index=index,
-                    field="proof", line=line_no)
-            continue
+            problem("entry", f"is not a {TLOG_PROOF_HEADER} proof for index {index}", field="proof", **where)
+            return
         if not proof.endswith(tail):
-            problem("entry", "its checkpoint is not the bundle's signed checkpoint", entry=count, index=index,
-                    field="proof", line=line_no)
-            continue
-        body = proof[len(prefix):len(proof) - tail_length + 1]  # hash lines, each ending in \n
-        hashes: list[Any] = []
-        if body:
-            hash_lines = body[:-1].split("\n") if body.endswith("\n") else None
-            try:
-                if hash_lines is None:
-                    raise ValueError
-                hashes = list(map(cached_hash, hash_lines))  # seen lines were checked when first seen
-                if None in hashes:
-                    for position, text in enumerate(hash_lines):
-                        if hashes[position] is None:
-                            if len(text) != 44 or text[43] != "=" or text[42] not in canonical_last:
-                                raise ValueError
-                            hashes[position] = hash_cache[text] = _a2b(text, strict_mode=True)
-            except (binascii.Error, ValueError):
-                problem("entry", "a proof hash line is not canonical base64 of 32 bytes", entry=count,
-                        index=index, field="proof", line=line_no)
-                continue
+            problem("entry", "its checkpoint is not the bundle's signed checkpoint", field="proof", **where)
+            return
+        hashes = _proof_hashes(proof[len(prefix):len(proof) - tail_length + 1])
+        if hashes is None:
+            problem("entry", "a proof hash line is not canonical base64 of 32 bytes", field="proof", **where)
+            return
         leaf = sha(b"\x00" + data).digest()
-        if leaf == stated_leaf and (_root_memo(leaf, index, size, hashes, memo) if memo is not None
-                                    else _root_from(leaf, index, size, hashes, None)) == root:
+        if leaf == stated_leaf and _root_from(leaf, index, size, hashes) == root:
             report.verified += 1
-        elif leaf != stated_leaf and _root_from(leaf, index, size, hashes, None) == root:
-            problem("entry", "does not match the event data (the data verifies)", entry=count, index=index,
-                    field="leaf_hash", line=line_no)
-        elif leaf != stated_leaf and _root_from(stated_leaf, index, size, hashes, None) == root:
+        elif leaf != stated_leaf and _root_from(leaf, index, size, hashes) == root:
+            problem("entry", "does not match the event data (the data verifies)", field="leaf_hash", **where)
+        elif leaf != stated_leaf and _root_from(stated_leaf, index, size, hashes) == root:
             problem("entry", "the event bytes were changed: they no longer hash to the logged leaf",
-                    entry=count, index=index, field="data", line=line_no)
+                    field="data", **where)
         else:
             problem("entry", f"the inclusion proof does not lead to the checkpoint root (tree size {size})",
-                    entry=count, index=index, field="proof", line=line_no)
-        if memo is not None and len(memo) > 1_000_000:
-            memo.clear()
-        if len(hash_cache) > 1_000_000:
-            hash_cache.clear()
-        if progress is not None and count % PROGRESS_EVERY == 0:
-            progress(count, None)
+                    field="proof", **where)
+
+    # The fast path: everything right, with as little work as possible; anything else
+    # (a failed check or an exception) goes to diagnose(), which names the problem.
+    previous = _Previous()
+    header_prefix = TLOG_PROOF_HEADER + "\nindex "
+    last_of_1 = _CANONICAL_LAST_OF_1
+    line_no = 1
+    for raw in lines:
+        line_no += 1
+        if trailer is not None:
+            problem("trailer", "there are lines after the trailer", line=line_no)
+            break
+        try:
+            entry = loads(raw)
+            if entry["type"] == "end":
+                trailer = entry
+                continue
+        except (ValueError, TypeError, KeyError):
+            count += 1
+            diagnose(raw, count, line_no)
+            continue
+        count += 1
+        try:
+            index = entry["index"]
+            data_text = entry["data"]
+            data = _a2b(data_text, strict_mode=True)
+            rest = len(data) % 3
+            leaf = sha(b"\x00" + data).digest()
+            proof = entry["proof"]
+            prefix = f"{header_prefix}{index}\n"
+            if (entry["n"] == count and entry["type"] == "entry" and type(index) is int
+                    and (rest == 0 or (data_text[-3] in last_of_1 if rest == 1 else data_text[-2] in canonical_last))
+                    and _b2a(leaf, newline=False).decode() == entry["leaf_hash"]
+                    and proof.startswith(prefix) and proof.endswith(tail)):
+                body = proof[len(prefix):len(proof) - tail_length + 1]
+                hashes = _proof_hashes(body)
+                if hashes is not None:
+                    if shortcut:
+                        found, fns, sns, nodes, joined = _root_shared(leaf, index, size, hashes, body, previous)
+                        if found is _JOINED:  # the rest of the path is the previous entry's
+                            fns += previous.fns[joined + 1:]
+                            sns += previous.sns[joined + 1:]
+                            nodes += previous.nodes[joined + 1:]
+                            found = root
+                        if found == root:
+                            previous.body, previous.fns, previous.sns, previous.nodes = body, fns, sns, nodes
+                    else:
+                        found = _root_from(leaf, index, size, hashes)
+                    if found == root:
+                        report.verified += 1
+                        if progress is not None and count % PROGRESS_EVERY == 0:
+                            progress(count, None)
+                        continue
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, binascii.Error):
+            pass
+        diagnose(raw, count, line_no)
     report.entries = count
     if trailer is None:
         problem("trailer", "missing: the bundle is cut off")
@@ -630,6 +679,36 @@ def _verify_lines(
         problem("trailer", f"says {trailer.get('entries')} entries, the bundle has {count}")
     if progress is not None:
         progress(count, count)
+
+
+_PADS = ["=" * k for k in range(65)]
+_NEWLINES = ["\n" * k for k in range(65)]
+_ZEROS = [bytes(k) for k in range(65)]
+
+
+def _proof_hashes(body: str) -> list[bytes] | None:
+    """The hashes of a tlog-proof's hash lines, or ``None`` unless every line is the
+    canonical base64 of 32 bytes (44 characters: 42, one with the two low bits clear, ``=``).
+
+    ``body`` is the lines, each ending in a newline. The layout is checked with slices
+    (every 45th character); then each line's ``=\n`` becomes ``A``, which makes the whole
+    body one base64 text of 33-byte groups decoded in one call: each group is a hash and
+    a zero byte (the zero also proves the two padding bits were clear).
+    """
+    count, rest = divmod(len(body), 45)
+    if rest or count > 64:
+        return None
+    if not count:
+        return []
+    if body[43::45] != _PADS[count] or body[44::45] != _NEWLINES[count]:
+        return None
+    try:
+        decoded = _a2b(body.replace("=\n", "A"), strict_mode=True)
+    except binascii.Error:
+        return None
+    if len(decoded) != 33 * count or decoded[32::33] != _ZEROS[count]:
+        return None
+    return [decoded[i:i + HASH_SIZE] for i in range(0, 33 * count, 33)]
 
 
 def _verify_consistency(

@@ -108,6 +108,8 @@ class _Parser:
         kind, text = tok
         self.pos += 1
         if (kind, text) == ("word", "NOT"):
+            if depth >= MAX_DEPTH:
+                raise InvalidInput(f"query nested deeper than {MAX_DEPTH} levels")
             return Not(self.parse_unary(depth + 1))
         if kind == "lparen":
             inner = self.parse_or(depth + 1)

@@ -22,10 +22,11 @@ from auditfed.store.filters import And, Expr, Not, Or, Query, Term
 
 __all__ = [
     "MAX_EXPR_DEPTH", "MAX_VALUE", "PAGE", "checked_value", "collect", "exact_term", "expr_depth", "iter_matches",
-    "parse_checked", "parse_time_bound", "wait_indexed",
+    "parse_checked", "parse_time_bound", "scoped", "wait_indexed",
 ]
 
 PAGE = 1000
+MAX_PAGE = 10_001
 MAX_VALUE = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -56,6 +57,13 @@ def wait_indexed(node: object) -> None:
         wait()
 
 
+def scoped(expr: Expr | None, scope: Expr | None) -> Expr | None:
+    """``expr`` AND ``scope`` (either may be absent)."""
+    if scope is None:
+        return expr
+    return scope if expr is None else And((scope, expr))
+
+
 def iter_matches(
     store: Store, expr: Expr | None, *, newest_first: bool = True, page: int = PAGE,
     after: int | None = None,
@@ -78,14 +86,18 @@ def collect(
     newest_first: bool = True,
     keep: Callable[[dict[str, Any]], bool] | None = None,
     max_scan: int = 200_000,
+    scope: Expr | None = None,
 ) -> tuple[list[Row], bool]:
     """Up to ``limit`` decoded matches passing ``keep``; and whether more may exist.
 
-    At most ``max_scan`` index matches are examined (a post-filter that rejects
-    almost everything must not turn one request into a scan of the whole log).
+    ``scope`` narrows every search (a scoped auditor's service / environment). At most
+    ``max_scan`` index matches are examined (a post-filter that rejects almost
+    everything must not turn one request into a scan of the whole log).
     """
+    expr = scoped(expr, scope)
     out: list[Row] = []
-    page = min(PAGE, limit + 1) if keep is None else PAGE
+    # one page answers the usual case (and whether there is more) in one query
+    page = min(MAX_PAGE, limit + 1) if keep is None else min(MAX_PAGE, max(PAGE, limit + 1))
     matches = iter_matches(store, expr, newest_first=newest_first, page=page)
     for scanned, (index, data) in enumerate(matches, start=1):
         event = orjson.loads(data)

@@ -154,9 +154,10 @@ def principal_timeline(
     directory: Directory | None = None,
     limit: int = 100,
     gap_seconds: float = DEFAULT_GAP_SECONDS,
+    scope: Expr | None = None,
 ) -> dict[str, Any]:
     """The last ``limit`` events of ``principal`` (aliases expanded), newest first."""
     match = principal_matcher(principal, directory)
     rows, more = collect(store, principal_expr(principal, directory), limit=limit,
-                         keep=lambda event: match(event) is not None)
+                         keep=lambda event: match(event) is not None, scope=scope)
     return build_timeline(principal, rows, directory=directory, gap_seconds=gap_seconds, more=more)

@@ -29,6 +29,7 @@ from typing import Any
 from auditfed.errors import InvalidInput, NotFound
 from auditfed.query.reading import collect, exact_term
 from auditfed.store.base import Store
+from auditfed.store.filters import Expr
 
 MAX_DEPTH = 100
 """Deepest span nesting kept in one tree."""
@@ -261,15 +262,18 @@ def check_trace_id(trace_id: str) -> str:
     return trace_id
 
 
-def trace_rows(store: Store, trace_id: str, *, limit: int = MAX_TRACE_EVENTS) -> list[Row]:
+def trace_rows(
+    store: Store, trace_id: str, *, limit: int = MAX_TRACE_EVENTS, scope: Expr | None = None
+) -> list[Row]:
     """Every event of one trace (at most ``limit``, oldest logged first), in time order."""
-    rows, _ = collect(store, exact_term("trace", check_trace_id(trace_id)), limit=limit, newest_first=False)
+    rows, _ = collect(store, exact_term("trace", check_trace_id(trace_id)), limit=limit, newest_first=False,
+                      scope=scope)
     return time_order(rows)
 
 
-def get_trace(store: Store, trace_id: str) -> dict[str, Any]:
+def get_trace(store: Store, trace_id: str, *, scope: Expr | None = None) -> dict[str, Any]:
     """The assembled trace; :class:`NotFound` when no event carries ``trace_id``."""
-    rows = trace_rows(store, trace_id)
+    rows = trace_rows(store, trace_id, scope=scope)
     if not rows:
         raise NotFound(f"no events with trace id {trace_id}")
     return assemble_trace(trace_id, rows)

@@ -29,6 +29,7 @@ from auditfed.sources.base import (
     Decoded,
     RecordError,
     RecordProblem,
+    UnsupportedContentType,
     emit,
     media_type,
     parse_traceparent,
@@ -72,7 +73,7 @@ def decode(
     elif mt in (BATCH, "application/json", "application/x-ndjson", ""):
         records = read_json_records(body, what="CloudEvents")
     else:
-        raise InvalidInput(
+        raise UnsupportedContentType(
             f"unsupported content type {content_type!r} for CloudEvents: use {STRUCTURED}, "
             f"{BATCH}, or binary mode with ce-* headers"
         )

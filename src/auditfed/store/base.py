@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from auditfed.store.filters import Query
@@ -65,6 +65,78 @@ class TokenRecord:
     created_at: str
     expires_at: str | None
     revoked_at: str | None
+
+
+#: The states of an alert: raised ``open``, ``acknowledged`` by an auditor, ``closed``.
+ALERT_STATUSES = ("open", "acknowledged", "closed")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """One alert of the detection engine, as stored.
+
+    ``dedup_key`` is the engine's deterministic key (``<rule>:<index>`` or
+    ``<rule>:<group>:<bucket>``): at most one alert per key is ever stored.
+    ``log_index`` is the index of the alert's own ``alert.raised`` event in the log.
+    ``group`` and ``details`` (type, tags, value ...) are JSON objects, ``notes`` a
+    JSON list of ``{"time", "by", "status", "note", "log_index"}``.
+    """
+
+    alert_id: str
+    dedup_key: str
+    rule_id: str
+    title: str
+    level: str | None
+    group: dict[str, Any]
+    indexes: tuple[int, ...]
+    first_time: str | None
+    last_time: str | None
+    raised_at: str
+    log_index: int
+    status: str = "open"
+    notes: tuple[dict[str, Any], ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One webhook delivery in the durable outbox (sent until ``delivered_at`` is set).
+
+    ``next_attempt_at`` is a POSIX timestamp (seconds); ``payload`` the exact body
+    that is signed and sent.
+    """
+
+    delivery_id: str
+    alert_id: str
+    sink: str
+    payload: bytes
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+    delivered_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedNodeRecord:
+    """A node enrolled at this hub, and what the hub verified of its log.
+
+    ``compact`` is the compact range (concatenated subtree hashes) of the node's first
+    ``position`` entries, all of them appended to this log; ``checkpoint`` the last
+    node checkpoint (signed note) the hub verified and cosigned. ``status`` is
+    ``active`` or ``refused`` (after an alert, until an admin reinstates it).
+    """
+
+    name: str
+    key: str
+    status: str
+    reason: str | None
+    position: int
+    compact: bytes
+    checkpoint: str | None
+    last_seen: str | None
+    enrolled_at: str
+    updated_at: str | None = None
 
 
 class WriteTransaction(abc.ABC):
@@ -169,6 +241,100 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def revoke_token(self, token_id: str, when: str) -> bool: ...
+
+    # --- alerts ---
+    @abc.abstractmethod
+    def add_alerts(
+        self, alerts: Sequence[AlertRecord], deliveries: Sequence[DeliveryRecord]
+    ) -> list[str]:
+        """Store new alerts and queue their webhook deliveries, in one transaction.
+
+        An alert whose ``dedup_key`` is already stored is skipped, and so are its
+        deliveries. Returns the ids of the alerts stored.
+        """
+
+    @abc.abstractmethod
+    def stored_alert_keys(self, keys: Sequence[str]) -> set[str]:
+        """The dedup keys among ``keys`` that an alert is stored under."""
+
+    @abc.abstractmethod
+    def get_alert(self, alert_id: str) -> AlertRecord | None: ...
+
+    @abc.abstractmethod
+    def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        rule_id: str | None = None,
+        level: str | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[AlertRecord]:
+        """Alerts matching every given filter, by ``log_index``.
+
+        Newest first, below ``before`` when given; with ``after``, oldest first
+        above it instead (catching up a stream).
+        """
+
+    @abc.abstractmethod
+    def update_alert(
+        self,
+        alert_id: str,
+        *,
+        expected: Sequence[str],
+        status: str,
+        note: dict[str, Any],
+        updated_at: str,
+    ) -> AlertRecord | None:
+        """Set the status if it is one of ``expected`` (compare-and-set) and append
+        ``note`` to the notes; the updated alert, or ``None`` if it was not in an
+        expected status (or does not exist)."""
+
+    @abc.abstractmethod
+    def pending_deliveries(
+        self, sink: str, *, due_before: float, limit: int = 100
+    ) -> list[DeliveryRecord]:
+        """Undelivered deliveries of ``sink`` with ``next_attempt_at <= due_before``,
+        oldest attempt time first (then by delivery id)."""
+
+    @abc.abstractmethod
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        *,
+        attempts: int,
+        next_attempt_at: float,
+        error: str | None,
+        delivered_at: str | None,
+    ) -> None:
+        """Record an attempt: delivered (``delivered_at`` set) or failed (``error``,
+        retried at ``next_attempt_at``)."""
+
+    # --- federation ---
+    @abc.abstractmethod
+    def federation_nodes(self) -> list[FederatedNodeRecord]:
+        """Every node enrolled at this hub, by name."""
+
+    @abc.abstractmethod
+    def get_federation_node(self, name: str) -> FederatedNodeRecord | None: ...
+
+    @abc.abstractmethod
+    def put_federation_node(self, record: FederatedNodeRecord) -> None:
+        """Insert or replace a node's record (durably)."""
+
+    @abc.abstractmethod
+    def add_cosignature(self, size: int, witness: str, line: str, created_at: str) -> None:
+        """Keep a witness's cosignature line of this log's checkpoint of ``size``
+        (replacing that witness's earlier one of the same size)."""
+
+    @abc.abstractmethod
+    def cosignatures(self, size: int) -> list[str]:
+        """The cosignature lines kept for the checkpoint of ``size``."""
+
+    @abc.abstractmethod
+    def latest_cosigned_size(self) -> int | None:
+        """The size of the latest checkpoint with a cosignature, if any."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from auditfed.errors import StoreError
 from auditfed.store.base import (
+    AlertRecord,
     CheckpointRecord,
+    DeliveryRecord,
     EntryRow,
+    FederatedNodeRecord,
     Store,
     TokenRecord,
     WriteTransaction,
@@ -85,6 +92,63 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at TEXT
     );
     """,
+    # 2: detection alerts and the durable webhook outbox.
+    """
+    CREATE TABLE alerts (
+        alert_id TEXT PRIMARY KEY,
+        dedup_key TEXT NOT NULL UNIQUE,
+        rule_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        level TEXT,
+        grp TEXT NOT NULL,
+        indexes TEXT NOT NULL,
+        first_time TEXT,
+        last_time TEXT,
+        raised_at TEXT NOT NULL,
+        log_index INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'acknowledged', 'closed')),
+        notes TEXT NOT NULL,
+        details TEXT NOT NULL,
+        updated_at TEXT
+    );
+    CREATE INDEX alerts_log_index ON alerts (log_index);
+    CREATE INDEX alerts_status ON alerts (status, log_index);
+    CREATE INDEX alerts_rule ON alerts (rule_id, log_index);
+    CREATE TABLE webhook_outbox (
+        delivery_id TEXT PRIMARY KEY,
+        alert_id TEXT NOT NULL REFERENCES alerts (alert_id),
+        sink TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT,
+        delivered_at TEXT
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (sink, next_attempt_at)
+        WHERE delivered_at IS NULL;
+    """,
+    # federation: nodes enrolled at this hub; witnesses' cosignatures of this log.
+    """
+    CREATE TABLE federation_nodes (
+        name TEXT PRIMARY KEY,
+        vkey TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        position INTEGER NOT NULL,
+        compact BLOB NOT NULL,
+        checkpoint TEXT,
+        last_seen TEXT,
+        enrolled_at TEXT NOT NULL,
+        updated_at TEXT
+    );
+    CREATE TABLE cosignatures (
+        size INTEGER NOT NULL,
+        witness TEXT NOT NULL,
+        line TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (size, witness)
+    );
+    """,
 )
 
 _INSERT_EVENT = "INSERT INTO events (idx, data) VALUES (?, ?)"
@@ -95,6 +159,35 @@ _INSERT_INDEX = (
 _TOKEN_COLUMNS = (
     "token_id, role, service, environment, description, created_at, expires_at, revoked_at"
 )
+_ALERT_COLUMNS = (
+    "alert_id, dedup_key, rule_id, title, level, grp, indexes, first_time, last_time, raised_at,"
+    " log_index, status, notes, details, updated_at"
+)
+_DELIVERY_COLUMNS = (
+    "delivery_id, alert_id, sink, payload, attempts, next_attempt_at, last_error, delivered_at"
+)
+
+
+def _alert_row(record: AlertRecord) -> tuple[object, ...]:
+    r = record
+    return (
+        r.alert_id, r.dedup_key, r.rule_id, r.title, r.level, orjson.dumps(r.group).decode(),
+        orjson.dumps(list(r.indexes)).decode(), r.first_time, r.last_time, r.raised_at,
+        r.log_index, r.status, orjson.dumps(list(r.notes)).decode(),
+        orjson.dumps(r.details).decode(), r.updated_at,
+    )
+
+
+def _alert_of(row: Sequence[object]) -> AlertRecord:
+    (alert_id, key, rule_id, title, level, group, indexes, first, last, raised, log_index,
+     status, notes, details, updated) = row
+    return AlertRecord(
+        alert_id=alert_id, dedup_key=key, rule_id=rule_id, title=title, level=level,  # type: ignore[arg-type]
+        group=orjson.loads(group), indexes=tuple(orjson.loads(indexes)),  # type: ignore[arg-type]
+        first_time=first, last_time=last, raised_at=raised, log_index=log_index,  # type: ignore[arg-type]
+        status=status, notes=tuple(orjson.loads(notes)), details=orjson.loads(details),  # type: ignore[arg-type]
+        updated_at=updated,  # type: ignore[arg-type]
+    )
 
 
 class _SQLiteWrite(WriteTransaction):
@@ -155,6 +248,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._side: sqlite3.Connection | None = None
+        self._side_lock = threading.Lock()
         self._writer = self._connect(writer=True)
         self._migrate()
 
@@ -305,7 +400,8 @@ class SQLiteStore(Store):
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
-        self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        with self._side_transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def add_token(self, digest: bytes, record: TokenRecord) -> None:
         self._write(
@@ -333,6 +429,168 @@ class SQLiteStore(Store):
         )
         return changed > 0
 
+    # --- alerts ---
+    def add_alerts(
+        self, alerts: Sequence[AlertRecord], deliveries: Sequence[DeliveryRecord]
+    ) -> list[str]:
+        stored: list[str] = []
+        with self._side_transaction() as conn:
+            for alert in alerts:
+                cursor = conn.execute(
+                    f"INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _alert_row(alert),
+                )
+                if cursor.rowcount:
+                    stored.append(alert.alert_id)
+            kept = set(stored)
+            conn.executemany(
+                f"INSERT INTO webhook_outbox ({_DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (d.delivery_id, d.alert_id, d.sink, d.payload, d.attempts, d.next_attempt_at,
+                     d.last_error, d.delivered_at)
+                    for d in deliveries
+                    if d.alert_id in kept
+                ],
+            )
+        return stored
+
+    def stored_alert_keys(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        execute = self._reader().execute
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0] for row in execute(
+                    f"SELECT dedup_key FROM alerts WHERE dedup_key IN ({marks})", chunk
+                )
+            )
+        return found
+
+    def get_alert(self, alert_id: str) -> AlertRecord | None:
+        row = self._reader().execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)
+        ).fetchone()
+        return None if row is None else _alert_of(row)
+
+    def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        rule_id: str | None = None,
+        level: str | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[AlertRecord]:
+        where: list[str] = []
+        args: list[object] = []
+        for column, value in (("status", status), ("rule_id", rule_id), ("level", level)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            where.append("log_index < ?")
+            args.append(before)
+        if after is not None:
+            where.append("log_index > ?")
+            args.append(after)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = "ASC" if after is not None else "DESC"
+        args.append(limit)
+        rows = self._reader().execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts {clause} ORDER BY log_index {order} LIMIT ?", args
+        ).fetchall()
+        return [_alert_of(row) for row in rows]
+
+    def update_alert(
+        self,
+        alert_id: str,
+        *,
+        expected: Sequence[str],
+        status: str,
+        note: dict[str, Any],
+        updated_at: str,
+    ) -> AlertRecord | None:
+        with self._side_transaction() as conn:
+            row = conn.execute(
+                "SELECT status, notes FROM alerts WHERE alert_id = ?", (alert_id,)
+            ).fetchone()
+            if row is None or row[0] not in expected:
+                return None
+            notes = [*orjson.loads(row[1]), note]
+            conn.execute(
+                "UPDATE alerts SET status = ?, notes = ?, updated_at = ? WHERE alert_id = ?",
+                (status, orjson.dumps(notes).decode(), updated_at, alert_id),
+            )
+            updated = conn.execute(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)
+            ).fetchone()
+        return _alert_of(updated)
+
+    def pending_deliveries(
+        self, sink: str, *, due_before: float, limit: int = 100
+    ) -> list[DeliveryRecord]:
+        rows = self._reader().execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_outbox"
+            " WHERE sink = ? AND delivered_at IS NULL AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, delivery_id LIMIT ?",
+            (sink, due_before, limit),
+        ).fetchall()
+        return [DeliveryRecord(*row) for row in rows]
+
+    def finish_delivery(
+        self,
+        delivery_id: str,
+        *,
+        attempts: int,
+        next_attempt_at: float,
+        error: str | None,
+        delivered_at: str | None,
+    ) -> None:
+        with self._side_transaction() as conn:
+            conn.execute(
+                "UPDATE webhook_outbox SET attempts = ?, next_attempt_at = ?, last_error = ?,"
+                " delivered_at = ? WHERE delivery_id = ?",
+                (attempts, next_attempt_at, error, delivered_at, delivery_id),
+            )
+
+    @contextmanager
+    def _side_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction beside the sequencer's (alerts and the outbox).
+
+        One long-lived connection, shared under a lock: opening a connection per
+        write costs more than the write. While the sequencer holds the write lock,
+        ``BEGIN IMMEDIATE`` is retried every millisecond or so instead of through
+        SQLite's busy handler, whose sleeps grow to 100 ms: alerts wait for the
+        lock, not for a sleep.
+        """
+        with self._side_lock:
+            if self._side is None:
+                self._side = self._connect(writer=False)
+                self._side.execute("PRAGMA busy_timeout=0")
+            conn = self._side
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                        break
+                    except sqlite3.OperationalError as exc:
+                        if "locked" not in str(exc) or time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.001)
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite write failed: {exc}") from exc
+
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
         # Small administrative writes use their own short connection so they never
         # interleave with the sequencer's transaction on the writer connection.
@@ -344,9 +602,57 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
+    # --- federation ---
+    _NODE_COLUMNS = (
+        "name, vkey, status, reason, position, compact, checkpoint, last_seen, enrolled_at,"
+        " updated_at"
+    )
+
+    def federation_nodes(self) -> list[FederatedNodeRecord]:
+        rows = self._reader().execute(
+            f"SELECT {self._NODE_COLUMNS} FROM federation_nodes ORDER BY name"
+        ).fetchall()
+        return [FederatedNodeRecord(*row) for row in rows]
+
+    def get_federation_node(self, name: str) -> FederatedNodeRecord | None:
+        row = self._reader().execute(
+            f"SELECT {self._NODE_COLUMNS} FROM federation_nodes WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else FederatedNodeRecord(*row)
+
+    def put_federation_node(self, record: FederatedNodeRecord) -> None:
+        r = record
+        self._write(
+            f"INSERT OR REPLACE INTO federation_nodes ({self._NODE_COLUMNS})"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (r.name, r.key, r.status, r.reason, r.position, r.compact, r.checkpoint,
+             r.last_seen, r.enrolled_at, r.updated_at),
+        )
+
+    def add_cosignature(self, size: int, witness: str, line: str, created_at: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO cosignatures (size, witness, line, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (size, witness, line, created_at),
+        )
+
+    def cosignatures(self, size: int) -> list[str]:
+        rows = self._reader().execute(
+            "SELECT line FROM cosignatures WHERE size = ? ORDER BY witness", (size,)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def latest_cosigned_size(self) -> int | None:
+        row = self._reader().execute("SELECT MAX(size) FROM cosignatures").fetchone()
+        return row[0]
+
     def close(self) -> None:
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        with self._side_lock:
+            if self._side is not None:
+                self._side.close()
+                self._side = None
         self._writer.close()

@@ -1,0 +1,187 @@
+"""Alerts: list, stream (server-sent events), acknowledge and close.
+
+Alerts come from the live detection (:mod:`auditfed.detect.service`); each is also an
+``alert.raised`` event in the log. Reading needs an ``auditor`` or ``admin`` token
+whose reads are themselves logged; an auditor scoped to one service or environment
+is refused, because an alert's events may span several. Acknowledging and closing
+(with a note) are logged as ``alert.acknowledged`` / ``alert.closed`` events before
+the answer.
+
+The stream (``text/event-stream``, W3C server-sent events) sends each new alert as
+``event: alert``, ``id: <log index of its alert.raised event>``, ``data: <alert
+JSON>``; a client reconnecting with ``Last-Event-ID`` first gets the alerts it
+missed. Comments keep idle connections alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from auditfed.api.deps import READERS, authorise, node_of, record
+from auditfed.api.responses import JSON
+from auditfed.detect.service import DetectionService, alert_document
+from auditfed.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from auditfed.identity.tokens import Caller
+
+router = APIRouter(tags=["alerts"])
+
+Status = Literal["open", "acknowledged", "closed"]
+Level = Literal["informational", "low", "medium", "high", "critical"]
+
+#: Seconds between keep-alive comments on an idle stream.
+KEEPALIVE = 15.0
+#: Alerts sent to a reconnecting client at most (the rest: page GET /v1/alerts).
+CATCH_UP_LIMIT = 1000
+
+
+def _auditor(request: Request, action: str, *, wait: bool) -> Caller:
+    caller = authorise(request, *READERS)
+    if caller.scoped:
+        raise Forbidden("alerts span services and environments: this needs an unscoped "
+                        "auditor or admin token")
+    record(request, caller, action, wait=wait)
+    return caller
+
+
+def _service(request: Request) -> DetectionService:
+    service = node_of(request).detection
+    if service is None:
+        raise Unavailable("alerts are not available yet")
+    return service
+
+
+@router.get("/v1/alerts", summary="List alerts, newest first")
+def list_alerts(
+    request: Request,
+    status: Status | None = Query(None),
+    rule_id: str | None = Query(None, max_length=256),
+    level: Level | None = Query(None),
+    before: int | None = Query(None, ge=0, description="page: alerts raised before this log index"),
+    limit: int = Query(100, ge=1, le=1000),
+) -> Response:
+    _auditor(request, "audit.alerts.read", wait=True)
+    alerts = node_of(request).store.list_alerts(
+        status=status, rule_id=rule_id, level=level, before=before, limit=limit)
+    return JSON({
+        "alerts": [alert_document(a) for a in alerts],
+        "next_before": alerts[-1].log_index if len(alerts) == limit else None,
+    })
+
+
+@router.get("/v1/alerts/stream", summary="New alerts as server-sent events")
+async def stream_alerts(
+    request: Request,
+    level: Level | None = Query(None, description="only alerts of this level or above"),
+    rule_id: str | None = Query(None, max_length=256),
+) -> Response:
+    _auditor(request, "audit.alerts.stream", wait=False)
+    service = _service(request)
+    last = request.headers.get("last-event-id")
+    try:
+        since = int(last) if last else None
+    except ValueError:
+        raise InvalidInput("Last-Event-ID must be a log index") from None
+    levels = ("informational", "low", "medium", "high", "critical")
+    minimum = levels.index(level) if level else 0
+
+    def wanted(document: dict[str, Any]) -> bool:
+        rank = levels.index(document["level"]) if document.get("level") in levels else 0
+        return rank >= minimum and (rule_id is None or document["rule_id"] == rule_id)
+
+    subscription = service.stream.subscribe()  # before catching up: nothing falls between
+    state = request.app.state
+    store = node_of(request).store
+    if since is None:
+        newest = await run_in_threadpool(store.list_alerts, limit=1)
+        since = newest[0].log_index if newest else -1
+
+    async def frames() -> AsyncIterator[bytes]:
+        sent = since
+        try:
+            yield b"retry: 2000\n: auditfed alert stream\n\n"
+            idle_since = time.monotonic()
+            poll = True  # catch up from the store first
+            while True:
+                if poll:
+                    # Alerts raised elsewhere (after a reconnect; on a cluster node that
+                    # does not lead, detection runs on the leader) come from the store.
+                    for alert in await run_in_threadpool(store.list_alerts, after=sent,
+                                                         limit=CATCH_UP_LIMIT):
+                        document = alert_document(alert)
+                        if wanted(document):
+                            idle_since = time.monotonic()
+                            yield _frame(document)
+                        sent = max(sent, alert.log_index)
+                try:
+                    document = await asyncio.wait_for(subscription.get(), 1.0)
+                except TimeoutError:
+                    if state.draining:
+                        return
+                    if time.monotonic() - idle_since >= KEEPALIVE:
+                        idle_since = time.monotonic()
+                        yield b": keep-alive\n\n"
+                    poll = not service.started or node_of(request).detection is not service
+                    continue
+                poll = False
+                if document is None:
+                    return
+                if document["log_index"] <= sent or not wanted(document):
+                    continue
+                sent = document["log_index"]
+                idle_since = time.monotonic()
+                yield _frame(document)
+        finally:
+            service.stream.unsubscribe(subscription)
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def _frame(document: dict[str, Any]) -> bytes:
+    return (b"event: alert\nid: " + str(document["log_index"]).encode() + b"\ndata: "
+            + orjson.dumps(document) + b"\n\n")
+
+
+@router.get("/v1/alerts/{alert_id}", summary="One alert")
+def get_alert(request: Request, alert_id: str) -> Response:
+    _auditor(request, "audit.alerts.read", wait=True)
+    alert = node_of(request).store.get_alert(alert_id)
+    if alert is None:
+        raise NotFound(f"no alert {alert_id}")
+    return JSON(alert_document(alert))
+
+
+class Note(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(min_length=1, max_length=4096, description="why: what was checked or done")
+
+
+@router.post("/v1/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert with a note (logged)")
+def acknowledge(request: Request, alert_id: str, body: Note) -> Response:
+    return _change(request, alert_id, "acknowledge", body.note)
+
+
+@router.post("/v1/alerts/{alert_id}/close", summary="Close an alert with a note (logged)")
+def close(request: Request, alert_id: str, body: Note) -> Response:
+    return _change(request, alert_id, "close", body.note)
+
+
+def _change(request: Request, alert_id: str, action: str, note: str) -> Response:
+    caller = authorise(request, *READERS)
+    if caller.scoped:
+        raise Forbidden("this needs an unscoped auditor or admin token")
+    updated = _service(request).change_status(alert_id, action, note, caller)
+    return JSON(alert_document(updated))

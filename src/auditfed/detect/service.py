@@ -1,0 +1,856 @@
+"""Detection on the live log: the engine behind the sequencer, alerts and their sinks.
+
+:class:`DetectionService` subscribes to the sequencer's commits (a listener that only
+queues the committed rows: the log writer never waits on detection) and runs every
+event, in log order, through the :class:`~auditfed.detect.engine.DetectionEngine`
+in a worker thread of its own. An alert is
+
+1. appended to the log as an ``alert.raised`` event (through the same prepare +
+   sequencer path as any event, with an id derived from the alert's deterministic
+   dedup key, so re-raising an alert after a crash finds the same log entry),
+2. stored with that event's index, together with its webhook deliveries in the
+   durable outbox (one store transaction; at most one alert per dedup key),
+3. written to the server log (one structured line), published to the
+   ``GET /v1/alerts/stream`` subscribers, and delivered to every webhook by a sender
+   thread per webhook: JSON body, ``X-Auditfed-Signature: sha256=<hex HMAC-SHA256
+   of the raw body>``, retried with exponential backoff until a 2xx answer. The
+   outbox survives restarts; delivery is at least once, and every attempt of one
+   delivery carries the same ``X-Auditfed-Delivery`` id for receivers to deduplicate.
+
+Restarts. The store keeps a watermark: every event below it has been processed and
+its alerts stored. At start the service rebuilds the correlation windows by
+replaying (without raising) the log's tail of ``engine.replay_seconds`` of event time
+before the watermark, then processes the events from the watermark on like live
+ones, raising only alerts whose keys are not stored. So a restart, even a crash in
+the middle of a correlation window, neither misses nor repeats an alert.
+
+Auditfed's own ``alert.*`` events are never run through the rules (no alert loops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from auditfed import __version__
+from auditfed.config import Settings
+from auditfed.detect.correlation import parse_time
+from auditfed.errors import AuditfedError, ConfigError, NotFound
+from auditfed.event.model import format_time, new_event_id
+from auditfed.identity.tokens import Caller
+from auditfed.ingest.prepare import prepare_event
+from auditfed.ingest.sequencer import Sequencer
+from auditfed.store.base import AlertRecord, DeliveryRecord, EntryRow, Store
+
+if TYPE_CHECKING:
+    from auditfed.detect.engine import Alert, DetectionEngine
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AlertStream",
+    "Conflict",
+    "DetectionService",
+    "Webhook",
+    "alert_document",
+    "sign_body",
+]
+
+#: The store meta key of the watermark (events below it are processed).
+WATERMARK_KEY = "detect.processed"
+#: Seconds between watermark writes (a crash replays at most this much again).
+WATERMARK_EVERY = 1.0
+#: At most this many events are replayed at start to rebuild correlation windows.
+MAX_REPLAY_EVENTS = 1_000_000
+#: Events read per chunk while scanning and replaying the log's tail.
+REPLAY_CHUNK = 5_000
+#: Events the worker takes from its queue at once.
+MAX_BATCH_EVENTS = 20_000
+#: Seconds a webhook sender sleeps when nothing is due (new alerts wake it at once).
+OUTBOX_POLL = 0.5
+
+#: Auditfed's own actions that detection never looks at.
+OWN_ACTIONS = frozenset({"alert.raised", "alert.acknowledged", "alert.closed"})
+ACTOR = {"id": "auditfed-detect", "type": "service"}
+_SELF = Caller("auditfed-detect", "admin")
+#: Namespace of alert ids: uuid5(namespace, dedup key).
+_ALERT_NAMESPACE = uuid.UUID("1b0f6a52-8c1e-4f0e-9a53-2f7b6f1f3a10")
+
+LEVELS = ("informational", "low", "medium", "high", "critical")
+
+#: The status an action moves an alert to, and the statuses it may move it from.
+TRANSITIONS = {
+    "acknowledge": ("acknowledged", ("open",)),
+    "close": ("closed", ("open", "acknowledged")),
+}
+
+
+class Conflict(AuditfedError):
+    status = 409
+    title = "Conflict"
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def alert_id_of(key: str) -> str:
+    """The alert id (and id of its ``alert.raised`` event) for a dedup key."""
+    return str(uuid.uuid5(_ALERT_NAMESPACE, key))
+
+
+def alert_document(record: AlertRecord) -> dict[str, Any]:
+    """The JSON form of an alert: API answers, the SSE stream, webhook bodies."""
+    details = record.details
+    return {
+        "id": record.alert_id,
+        "rule_id": record.rule_id,
+        "title": record.title,
+        "level": record.level,
+        "type": details.get("type"),
+        "status": record.status,
+        "key": record.dedup_key,
+        "group": record.group,
+        "group_key": details.get("group_key", ""),
+        "indexes": list(record.indexes),
+        "first_time": record.first_time,
+        "last_time": record.last_time,
+        "value": details.get("value"),
+        "tags": details.get("tags", []),
+        "raised_at": record.raised_at,
+        "log_index": record.log_index,
+        "origin": details.get("origin"),
+        "notes": list(record.notes),
+        "updated_at": record.updated_at,
+    }
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    """The ``X-Auditfed-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One ``[[webhooks]]`` table.
+
+    ``url`` (http/https), ``secret`` (HMAC key; or ``secret_env``, the name of an
+    environment variable holding it), ``name`` (stable id in the outbox; default the
+    URL), ``timeout`` seconds per attempt, ``backoff_initial``/``backoff_max``
+    seconds between attempts (doubling, with jitter), ``min_level`` (only alerts of
+    that level or above), ``headers`` (extra request headers).
+    """
+
+    url: str
+    name: str
+    secret: str | None = None
+    timeout: float = 5.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    min_level: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    _KEYS = frozenset({"url", "name", "secret", "secret_env", "timeout", "backoff_initial",
+                       "backoff_max", "min_level", "headers"})
+
+    @classmethod
+    def from_config(cls, table: dict[str, Any]) -> Webhook:
+        import os
+
+        unknown = set(table) - cls._KEYS
+        if unknown:
+            raise ConfigError(f"webhooks: unknown key(s) {', '.join(sorted(unknown))}")
+        url = table.get("url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
+                or not urlsplit(url).netloc:
+            raise ConfigError(f"webhooks: url must be an http(s) URL, not {url!r}")
+        secret = table.get("secret")
+        if secret is None and table.get("secret_env"):
+            secret = os.environ.get(str(table["secret_env"]))
+            if not secret:
+                raise ConfigError(f"webhooks: environment variable {table['secret_env']} is not set")
+        min_level = table.get("min_level")
+        if min_level is not None and min_level not in LEVELS:
+            raise ConfigError(f"webhooks: min_level must be one of {', '.join(LEVELS)}")
+        try:
+            hook = cls(
+                url=url,
+                name=str(table.get("name") or url),
+                secret=str(secret) if secret is not None else None,
+                timeout=float(table.get("timeout", 5.0)),
+                backoff_initial=float(table.get("backoff_initial", 1.0)),
+                backoff_max=float(table.get("backoff_max", 300.0)),
+                min_level=min_level,
+                headers={str(k): str(v) for k, v in (table.get("headers") or {}).items()},
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"webhooks: {exc}") from None
+        if hook.timeout <= 0 or hook.backoff_initial <= 0 or hook.backoff_max < hook.backoff_initial:
+            raise ConfigError("webhooks: timeout and backoff_initial must be > 0, "
+                              "backoff_max >= backoff_initial")
+        if hook.secret is None:
+            log.warning("webhook without a secret: its deliveries are not signed",
+                        extra={"webhook": hook.name})
+        return hook
+
+    def wants(self, level: str | None) -> bool:
+        if self.min_level is None:
+            return True
+        rank = LEVELS.index(level) if level in LEVELS else 0
+        return rank >= LEVELS.index(self.min_level)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt ``attempts + 1`` (exponential, capped, 0.8-1.2 jitter)."""
+        delay = min(self.backoff_initial * 2 ** max(attempts - 1, 0), self.backoff_max)
+        return delay * random.uniform(0.8, 1.2)
+
+
+def rule_paths(settings: Settings) -> list[Path]:
+    """The rule files and folders detection loads: the bundled pack and ``rules``."""
+    from auditfed.detect import DEFAULT_RULES_DIR
+
+    paths = [DEFAULT_RULES_DIR] if settings.default_rules else []
+    return paths + [Path(p) for p in settings.rules]
+
+
+# --- server-sent events ----------------------------------------------------------------
+
+
+class AlertStream:
+    """Fan-out of new alerts to SSE subscribers on the event loop.
+
+    A subscriber that falls more than ``max_backlog`` alerts behind is dropped (its
+    stream ends; the client reconnects with ``Last-Event-ID`` and catches up from
+    the store). ``None`` on a queue means "end the stream".
+    """
+
+    def __init__(self, max_backlog: int = 10_000) -> None:
+        self.max_backlog = max_backlog
+        self._subscribers: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def subscribe(self) -> asyncio.Queue:
+        """A queue of alert documents (call on the event loop)."""
+        q: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            if self.closed:
+                q.put_nowait(None)
+            else:
+                self._subscribers[q] = asyncio.get_running_loop()
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        with self._lock:
+            self._subscribers.pop(q, None)
+
+    def publish(self, document: dict[str, Any] | None) -> None:
+        """Hand a document to every subscriber (from any thread)."""
+        with self._lock:
+            subscribers = list(self._subscribers.items())
+        for q, loop in subscribers:
+            with contextlib.suppress(RuntimeError):  # loop closed
+                loop.call_soon_threadsafe(self._put, q, document)
+
+    def _put(self, q: asyncio.Queue, document: dict[str, Any] | None) -> None:
+        if document is not None and q.qsize() >= self.max_backlog:
+            self.unsubscribe(q)
+            q.put_nowait(None)
+            return
+        q.put_nowait(document)
+
+    def close(self) -> None:
+        self.publish(None)
+        with self._lock:
+            self.closed = True
+            self._subscribers.clear()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+# --- webhook delivery ------------------------------------------------------------------
+
+
+class WebhookSender:
+    """Delivers one webhook's outbox: a thread, woken when deliveries are queued.
+
+    Deliveries go oldest first. After a failure the sender pauses (exponential
+    backoff per consecutive failure, so a dead receiver gets one attempt per pause,
+    not one per alert); once the receiver answers again, everything waiting is sent
+    at once, also what was scheduled for later. Outcomes are written to the outbox by
+    a second thread, so the next POST never waits for a store write; deliveries
+    whose outcome is not written yet are not picked up again meanwhile.
+    """
+
+    def __init__(self, hook: Webhook, store: Store, metrics: _DetectMetrics) -> None:
+        self.hook = hook
+        self.store = store
+        self.metrics = metrics
+        self.wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"auditfed-webhook-{hook.name[:40]}", daemon=True
+        )
+        self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._recorder = threading.Thread(
+            target=self._record, name=f"auditfed-webhook-outbox-{hook.name[:32]}", daemon=True
+        )
+        self._unrecorded: set[str] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._recorder.start()
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self.wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._outcomes.put(_STOP)
+        if self._recorder.is_alive():
+            self._recorder.join(timeout)
+
+    def _record(self) -> None:
+        while True:
+            item = self._outcomes.get()
+            if item is _STOP:
+                return
+            delivery_id, outcome = item
+            try:
+                self.store.finish_delivery(delivery_id, **outcome)
+            except Exception:
+                # Sent but not recorded: it will be sent again (at least once).
+                log.exception("cannot record a webhook delivery", extra={"webhook": self.hook.name})
+            with self._lock:
+                self._unrecorded.discard(delivery_id)
+
+    def _run(self) -> None:
+        hook = self.hook
+        headers = {"Content-Type": "application/json", "User-Agent": f"auditfed/{__version__}",
+                   "X-Auditfed-Event": "alert.raised", **hook.headers}
+        failures = 0
+        send_all = True  # at start: whatever waits, scheduled or not
+        with httpx.Client(timeout=hook.timeout, headers=headers, follow_redirects=False) as client:
+            while not self._stopping.is_set():
+                self.wake.clear()
+                try:
+                    due = self.store.pending_deliveries(
+                        hook.name, due_before=1e300 if send_all else time.time(), limit=100
+                    )
+                except Exception:
+                    log.exception("cannot read the webhook outbox", extra={"webhook": hook.name})
+                    self._stopping.wait(1.0)
+                    continue
+                send_all = False
+                with self._lock:
+                    due = [d for d in due if d.delivery_id not in self._unrecorded]
+                if not due:
+                    self.wake.wait(OUTBOX_POLL)
+                    continue
+                for delivery in due:
+                    if self._stopping.is_set():
+                        return
+                    if self._attempt(client, delivery):
+                        send_all = failures > 0
+                        failures = 0
+                    else:
+                        failures += 1
+                        self._stopping.wait(hook.backoff(failures))
+                        break
+
+    def _attempt(self, client: httpx.Client, delivery: DeliveryRecord) -> bool:
+        hook = self.hook
+        headers = {"X-Auditfed-Delivery": delivery.delivery_id}
+        if hook.secret is not None:
+            headers["X-Auditfed-Signature"] = sign_body(hook.secret, delivery.payload)
+        error: str | None = None
+        try:
+            response = client.post(hook.url, content=delivery.payload, headers=headers)
+            if not 200 <= response.status_code < 300:
+                error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+        attempts = delivery.attempts + 1
+        now = time.time()
+        self.metrics.deliveries.labels("delivered" if error is None else "failed").inc()
+        if error is None:
+            outcome = {"delivered_at": format_time(datetime.fromtimestamp(now, UTC)),
+                       "next_attempt_at": now, "error": None, "attempts": attempts}
+        else:
+            log.warning("webhook delivery failed", extra={
+                "webhook": hook.name, "delivery": delivery.delivery_id, "alert": delivery.alert_id,
+                "attempts": attempts, "error": error})
+            outcome = {"delivered_at": None, "next_attempt_at": now + hook.backoff(attempts),
+                       "error": error, "attempts": attempts}
+        with self._lock:
+            self._unrecorded.add(delivery.delivery_id)
+        self._outcomes.put((delivery.delivery_id, outcome))
+        return error is None
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+class _DetectMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = registry or CollectorRegistry()
+        self.alerts = Counter("auditfed_alerts_raised", "Alerts raised", ["level"], registry=r)
+        self.deliveries = Counter(
+            "auditfed_webhook_attempts", "Webhook delivery attempts", ["result"], registry=r
+        )
+        self.lag = Gauge("auditfed_detect_lag_events", "Committed events not yet detected", registry=r)
+        self.errors = Counter("auditfed_detect_errors", "Events the engine failed on", registry=r)
+
+
+# --- the service -----------------------------------------------------------------------
+
+
+_STOP = object()
+
+
+def _own_event(event: dict[str, Any]) -> bool:
+    source = event.get("source")
+    return (
+        type(source) is dict
+        and source.get("kind") == "auditfed"
+        and source.get("service") == "auditfed"
+        and event.get("action") in OWN_ACTIONS
+    )
+
+
+class DetectionService:
+    """Live detection, alert storage and alert sinks of one node.
+
+    ``engine`` is ``None`` when detection is switched off (no rules configured):
+    stored alerts can still be read, acknowledged and closed, and the outbox is
+    still delivered.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        sequencer: Sequencer,
+        engine: DetectionEngine | None,
+        webhooks: Sequence[Webhook] = (),
+        *,
+        origin: str | None = None,
+        node_name: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.store = store
+        self.sequencer = sequencer
+        self.engine = engine
+        self.webhooks = list(webhooks)
+        self.origin = origin
+        self.node_name = node_name
+        self.stream = AlertStream()
+        self.metrics = _DetectMetrics(registry)
+        self.senders = [WebhookSender(hook, store, self.metrics) for hook in self.webhooks]
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="auditfed-detect", daemon=True)
+        #: matched alerts on their way to the log and store (a second thread, so the
+        #: engine never waits for storage and alerts that queue meanwhile share one write)
+        self._raise_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._raiser = threading.Thread(target=self._raise_loop, name="auditfed-alerts", daemon=True)
+        self._next = 0  # the next log index to process
+        self._upto = 0  # every event below this one has its alerts stored
+        self._saved = -1  # the watermark last written
+        self._saved_at = 0.0
+        self._healthy = True
+        self._start_size = 0
+        self._status_lock = threading.Lock()
+        self.ready = threading.Event()
+        self.started = False
+        self.metrics.lag.set_function(lambda: max(self.sequencer.size - self._next, 0)
+                                      if self.engine is not None else 0)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        store: Store,
+        sequencer: Sequencer,
+        *,
+        origin: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> DetectionService:
+        webhooks = [Webhook.from_config(dict(table)) for table in settings.webhooks]
+        names = [hook.name for hook in webhooks]
+        if len(set(names)) != len(names):
+            raise ConfigError("webhooks: two webhooks have the same name (or URL); name them")
+        paths = rule_paths(settings)
+        engine = None
+        if paths:
+            from auditfed.detect.engine import DetectionEngine
+
+            for path in paths:
+                if not path.exists():
+                    raise ConfigError(f"rules: {path} does not exist")
+            engine = DetectionEngine(paths)
+            for error in engine.errors:
+                log.warning("rule refused", extra={"error": str(error)})
+            log.info("detection rules loaded", extra={
+                "rules": engine.rule_count, "refused": len(engine.errors),
+                "replay_seconds": engine.replay_seconds})
+        return cls(store, sequencer, engine, webhooks, origin=origin,
+                   node_name=settings.node_name, registry=registry)
+
+    @property
+    def enabled(self) -> bool:
+        return self.engine is not None
+
+    # --- lifecycle ---
+
+    def start(self) -> None:
+        """Subscribe to commits and start the worker and the webhook senders."""
+        self.started = True
+        if self.engine is not None:
+            # Listener first, then the size: everything below the size is read from
+            # the store, everything committed later arrives through the listener
+            # (indexes seen both ways are skipped by ``_next``).
+            self.sequencer.listeners.append(self._on_commit)
+            self._start_size = self.sequencer.size
+            self._raiser.start()
+            self._thread.start()
+        else:
+            self.ready.set()
+        for sender in self.senders:
+            sender.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Process what is queued (at most ``timeout`` s), then stop every thread.
+
+        Call while the sequencer still runs: alerts are appended to the log.
+        """
+        if not self.started:
+            return
+        self.started = False
+        if self.engine is not None:
+            with contextlib.suppress(ValueError):
+                self.sequencer.listeners.remove(self._on_commit)
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+        self.stream.close()
+        for sender in self.senders:
+            sender.stop(timeout)
+
+    def wake_senders(self) -> None:
+        for sender in self.senders:
+            sender.wake.set()
+
+    # --- the writer thread's side: only queue ---
+
+    def _on_commit(self, first_index: int, rows: Sequence[EntryRow]) -> None:
+        if rows:
+            self._queue.put((first_index, [row.data for row in rows]))
+
+    # --- the worker ---
+
+    def _run(self) -> None:
+        try:
+            self._catch_up()
+        except Exception:
+            self._healthy = False
+            log.exception("detection could not replay the log's tail")
+        self.ready.set()
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            if batch[0] is _STOP:
+                break
+            count = len(batch[0][1])
+            while count < MAX_BATCH_EVENTS:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+                count += len(item[1])
+            self._process_batch(batch)
+        self._raise_queue.put(_STOP)
+        self._raiser.join()
+
+    def _process_batch(self, batch: list[tuple[int, list[bytes]]]) -> None:
+        engine = self.engine
+        assert engine is not None
+        alerts: list[Alert] = []
+        for first_index, datas in batch:
+            for offset, data in enumerate(datas):
+                index = first_index + offset
+                if index < self._next:
+                    continue
+                self._next = index + 1
+                try:
+                    event = orjson.loads(data)
+                    if not _own_event(event):
+                        alerts.extend(engine.process(index, event))
+                except Exception:
+                    self.metrics.errors.inc()
+                    log.exception("detection failed on an event", extra={"index": index})
+        self._raise_queue.put((alerts, self._next))
+
+    def _raise_loop(self) -> None:
+        """Raise what the engine matched, in order; then move the watermark on."""
+        stop = False
+        while not stop:
+            items = [self._raise_queue.get()]
+            if items[0] is _STOP:
+                break
+            while True:
+                try:
+                    item = self._raise_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                items.append(item)
+            alerts = [alert for found, _ in items for alert in found]
+            if alerts and not self._raise_with_retries(alerts):
+                continue
+            self._upto = items[-1][1]
+            self._save_watermark()
+        self._save_watermark(force=True)
+
+    def _raise_with_retries(self, alerts: list[Alert]) -> bool:
+        delay = 0.05
+        for attempt in range(8):
+            try:
+                self.raise_alerts(alerts)
+                return True
+            except Exception as exc:
+                if attempt == 7 or not self.started:
+                    break
+                log.warning("raising alerts failed; retrying", extra={"error": str(exc)})
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        # The watermark stays where it is: the next start re-raises what is missing.
+        self._healthy = False
+        log.error("alerts could not be stored; they are raised again at the next start",
+                  extra={"keys": [a.key for a in alerts][:20]})
+        return False
+
+    def _save_watermark(self, *, force: bool = False) -> None:
+        upto = self._upto
+        if not self._healthy or upto == self._saved:
+            return
+        now = time.monotonic()
+        if not force and now - self._saved_at < WATERMARK_EVERY:
+            return
+        try:
+            self.store.set_meta(WATERMARK_KEY, str(upto))
+        except Exception:
+            log.exception("cannot save the detection watermark")
+            return
+        self._saved, self._saved_at = upto, now
+
+    # --- restart: rebuild windows, then catch up ---
+
+    def _catch_up(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        size = self._start_size
+        saved = self.store.get_meta(WATERMARK_KEY)
+        # No watermark: detection is new on this log. Start from here, with the
+        # windows of the recent past rebuilt but nothing of it raised.
+        watermark = size if saved is None else min(int(saved), size)
+        start = max(self._tail_start(watermark, engine.replay_seconds), watermark - MAX_REPLAY_EVENTS, 0)
+        started = time.monotonic()
+        if start < watermark:
+            engine.replay(self._events(start, watermark), None)
+        self._next = self._upto = watermark
+        if saved is None:
+            self._save_watermark(force=True)
+        # Events committed but not yet processed when the last run ended: as live.
+        for lo in range(watermark, size, REPLAY_CHUNK):
+            entries = self.store.entries(lo, min(lo + REPLAY_CHUNK, size))
+            if entries:
+                self._process_batch([(entries[0][0], [data for _, data in entries])])
+        if size:
+            log.info("detection caught up", extra={
+                "replayed": watermark - start, "processed": size - watermark,
+                "seconds": round(time.monotonic() - started, 3)})
+
+    def _events(self, start: int, end: int) -> Any:
+        for lo in range(start, end, REPLAY_CHUNK):
+            for index, data in self.store.entries(lo, min(lo + REPLAY_CHUNK, end)):
+                event = orjson.loads(data)
+                if not _own_event(event):
+                    yield index, event
+
+    def _tail_start(self, end: int, seconds: float) -> int:
+        """The first index of the events within ``seconds`` of event time before ``end``.
+
+        Event times are roughly ordered in the log: scan back by chunks until a
+        whole chunk is older than the newest time seen minus ``seconds``.
+        """
+        if seconds <= 0 or end <= 0:
+            return end
+        newest: float | None = None
+        start = end
+        hi = end
+        while hi > 0 and end - hi < MAX_REPLAY_EVENTS:
+            lo = max(hi - REPLAY_CHUNK, 0)
+            times = [parse_time(orjson.loads(data).get("time")) for _, data in self.store.entries(lo, hi)]
+            known = [t for t in times if t is not None]
+            if known:
+                if newest is None:
+                    newest = max(known)
+                if max(known) < newest - seconds:
+                    break
+            start = lo
+            hi = lo
+        return start
+
+    # --- raising ---
+
+    def raise_alerts(self, alerts: Sequence[Alert]) -> list[AlertRecord]:
+        """Log, store and deliver the alerts whose keys are not stored yet."""
+        unique = list({a.key: a for a in alerts}.values())
+        stored = self.store.stored_alert_keys([a.key for a in unique])
+        fresh = [a for a in unique if a.key not in stored]
+        if not fresh:
+            return []
+        raised_at = _now()
+        ids = [alert_id_of(a.key) for a in fresh]
+        prepared = [
+            prepare_event(self._event_of(alert, alert_id), position, _SELF, raised_at)
+            for position, (alert, alert_id) in enumerate(zip(fresh, ids, strict=True))
+        ]
+        sequenced = self.sequencer.append_sync(prepared)
+        records = []
+        deliveries = []
+        now = time.time()
+        for alert, alert_id, result in zip(fresh, ids, sequenced, strict=True):
+            record = AlertRecord(
+                alert_id=alert_id,
+                dedup_key=alert.key,
+                rule_id=alert.rule_id,
+                title=alert.title,
+                level=alert.level,
+                group=dict(alert.group),
+                indexes=tuple(alert.indexes),
+                first_time=alert.first_time,
+                last_time=alert.last_time,
+                raised_at=raised_at,
+                log_index=result.index,
+                details={"type": alert.type, "tags": list(alert.tags), "value": alert.value,
+                         "group_key": alert.group_key, "origin": self.origin},
+            )
+            records.append(record)
+            payload = orjson.dumps(alert_document(record))
+            deliveries.extend(
+                DeliveryRecord(new_event_id(), alert_id, hook.name, payload, 0, now)
+                for hook in self.webhooks if hook.wants(alert.level)
+            )
+        kept = set(self.store.add_alerts(records, deliveries))
+        raised = [r for r in records if r.alert_id in kept]
+        if deliveries:
+            self.wake_senders()
+        for record in raised:
+            document = alert_document(record)
+            self.stream.publish(document)
+            self.metrics.alerts.labels(record.level or "none").inc()
+            log.warning("alert raised", extra={"alert": {
+                k: document[k] for k in ("id", "rule_id", "title", "level", "type", "indexes",
+                                         "group", "log_index", "first_time", "last_time")}})
+        return raised
+
+    def _event_of(self, alert: Alert, alert_id: str) -> dict[str, Any]:
+        source: dict[str, Any] = {"service": "auditfed", "kind": "auditfed"}
+        if self.node_name:
+            source["node"] = self.node_name
+        attributes: dict[str, Any] = {
+            "alert_id": alert_id,
+            "rule_id": alert.rule_id,
+            "rule_title": alert.title,
+            "level": alert.level,
+            "type": alert.type,
+            "key": alert.key,
+            "indexes": list(alert.indexes),
+            "first_time": alert.first_time,
+            "last_time": alert.last_time,
+        }
+        if alert.group:
+            attributes["group"] = dict(alert.group)
+        if alert.value is not None:
+            attributes["value"] = alert.value
+        if alert.tags:
+            attributes["tags"] = list(alert.tags)
+        return {
+            "id": alert_id,
+            "action": "alert.raised",
+            "outcome": "success",
+            "actor": dict(ACTOR),
+            "resource": {"type": "alert", "id": alert_id, "name": alert.title[:512]},
+            "source": source,
+            "attributes": attributes,
+        }
+
+    # --- auditors' actions ---
+
+    def change_status(self, alert_id: str, action: str, note: str, caller: Caller) -> AlertRecord:
+        """Acknowledge or close an alert with a note; the change is logged first.
+
+        Raises :class:`NotFound` or :class:`Conflict` (already in that state).
+        """
+        status, expected = TRANSITIONS[action]
+        with self._status_lock:
+            current = self.store.get_alert(alert_id)
+            if current is None:
+                raise NotFound(f"no alert {alert_id}")
+            if current.status not in expected:
+                raise Conflict(f"alert {alert_id} is {current.status}; it cannot be {status}")
+            observed = _now()
+            source: dict[str, Any] = {"service": "auditfed", "kind": "auditfed"}
+            if self.node_name:
+                source["node"] = self.node_name
+            event = {
+                "action": f"alert.{status}",
+                "outcome": "success",
+                "actor": {"id": f"token:{caller.token_id}", "type": caller.role},
+                "resource": {"type": "alert", "id": alert_id, "name": current.title[:512]},
+                "source": source,
+                "reason": note,
+                "attributes": {"alert_id": alert_id, "rule_id": current.rule_id,
+                               "previous_status": current.status, "status": status,
+                               "alert_log_index": current.log_index, "note": note},
+            }
+            [result] = self.sequencer.append_sync([prepare_event(event, 0, _SELF, observed)])
+            updated = self.store.update_alert(
+                alert_id, expected=expected, status=status, updated_at=observed,
+                note={"time": observed, "by": f"token:{caller.token_id}", "role": caller.role,
+                      "status": status, "note": note, "log_index": result.index},
+            )
+        if updated is None:  # changed by another node meanwhile
+            raise Conflict(f"alert {alert_id} changed meanwhile; it cannot be {status}")
+        log.info(f"alert {status}", extra={"alert": alert_id, "by": caller.token_id,
+                                           "log_index": result.index})
+        return updated

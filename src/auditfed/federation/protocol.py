@@ -1,0 +1,159 @@
+"""The node-to-hub wire protocol and the hub's checks, as pure functions.
+
+``POST /v1/federation/nodes/{name}/entries`` carries::
+
+    {"start": P,                      # index of the first entry
+     "entries": [base64 leaf data],   # entries P, P+1, ... (may be empty: a heartbeat)
+     "checkpoint": "<signed note>",   # the node's checkpoint (C2SP tlog-checkpoint), size S
+     "proof": [base64],               # RFC 9162 consistency proof from E = P+len to S
+     "prior": [base64]}               # RFC 9162 consistency proof from C to S, where C is
+                                      # the size of the last checkpoint the hub accepted
+
+The hub holds, per node, the compact range of the entries it accepted (size P) and
+the last checkpoint it accepted (size C >= P). A batch is accepted when
+
+1. the checkpoint is signed by the node's enrolled key (C2SP signed-note, Ed25519);
+2. it does not go back: S > C with a valid ``prior`` proof, or S == C with the same
+   root (otherwise the node shows two inconsistent views of its log: *split view*);
+3. the entries start at P (a start beyond P *skips indexes*; a start before P is a
+   re-send and its already accepted part is dropped);
+4. the tree rebuilt from the compact range and the new entries' leaf hashes, of size
+   E, is a prefix of the checkpoint's tree: equal roots when E == S, else a valid
+   ``proof`` (otherwise the entries are not the node's signed history: *rewritten*).
+
+Since both the old checkpoint and the rebuilt tree are prefixes of the new signed
+tree, everything the hub holds of a node stays mutually consistent.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from hashlib import sha256
+
+from auditfed.errors import AuditfedError, InvalidInput, ProofError, SignatureError, VerificationError
+from auditfed.federation.compact import CompactRange
+from auditfed.ledger import Checkpoint, Verifier, verify_checkpoint, verify_consistency
+from auditfed.ledger.keys import b64decode_strict
+
+__all__ = ["MAX_BATCH", "Batch", "Verified", "Violation", "decode_batch", "verify_batch"]
+
+MAX_BATCH = 10_000
+"""Most entries in one request."""
+
+#: Kinds of misbehaviour; each raises an alert and refuses the node.
+KINDS = ("bad_signature", "split_view", "rewritten", "skipped_indexes", "silent")
+
+
+class Violation(AuditfedError):
+    """A node broke a promise of its log: alert, and refuse it until an admin acts."""
+
+    status = 409
+    title = "Federation violation"
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail, kind=kind)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    start: int
+    entries: list[bytes]
+    note: str
+    proof: list[bytes]
+    prior: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What the hub learnt from an accepted batch."""
+
+    first: int  # index of the first new entry (entries before it were already accepted)
+    new_entries: list[bytes]
+    leaf_hashes: list[bytes]
+    compact: CompactRange  # after the new entries
+    checkpoint: Checkpoint
+    note: str
+
+
+def _hashes(value: object, name: str) -> list[bytes]:
+    if not isinstance(value, list) or len(value) > 128:
+        raise InvalidInput(f"{name} must be a list of at most 128 base64 hashes")
+    try:
+        return [b64decode_strict(h) for h in value]
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
+
+
+def decode_batch(body: object) -> Batch:
+    """Parse a request body; malformed input is a 400, never an alert."""
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    unknown = set(body) - {"start", "entries", "checkpoint", "proof", "prior"}
+    if unknown:
+        raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
+    start, entries, note = body.get("start"), body.get("entries", []), body.get("checkpoint")
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise InvalidInput("start must be a non-negative integer")
+    if not isinstance(entries, list) or len(entries) > MAX_BATCH:
+        raise InvalidInput(f"entries must be a list of at most {MAX_BATCH} base64 strings")
+    if not isinstance(note, str):
+        raise InvalidInput("checkpoint must be the signed checkpoint note")
+    try:
+        data = [base64.b64decode(e, validate=True) for e in entries]
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"entries: invalid base64: {exc}") from None
+    return Batch(start, data, note, _hashes(body.get("proof", []), "proof"),
+                 _hashes(body.get("prior", []), "prior"))
+
+
+def verify_batch(
+    batch: Batch,
+    verifier: Verifier,
+    compact: CompactRange,
+    accepted: Checkpoint | None,
+) -> Verified:
+    """Check a batch against a node's state (its key, compact range, last checkpoint).
+
+    Raises :class:`Violation` for misbehaviour, :class:`InvalidInput` for a malformed
+    or out-of-range request.
+    """
+    try:
+        checkpoint = verify_checkpoint(batch.note, verifier)
+    except (SignatureError, VerificationError) as exc:
+        raise Violation("bad_signature", f"checkpoint not signed by the enrolled key: {exc.detail}") from None
+    size, root = checkpoint.size, checkpoint.root
+    if accepted is not None:
+        if size < accepted.size:
+            raise Violation("split_view", f"checkpoint of size {size} is older than the accepted "
+                            f"checkpoint of size {accepted.size}: the log went back")
+        if size == accepted.size and root != accepted.root:
+            raise Violation("split_view", f"two different checkpoints of size {size}: the node's "
+                            "history was rewritten or it shows a split view")
+        if size > accepted.size and accepted.size > 0:
+            try:
+                verify_consistency(accepted.size, size, accepted.root, root, batch.prior)
+            except ProofError as exc:
+                raise Violation("split_view", f"checkpoint of size {size} is not consistent with the "
+                                f"accepted checkpoint of size {accepted.size}: the node's history was "
+                                f"rewritten or it shows a split view ({exc.detail})") from None
+    position = compact.size
+    if batch.start > position:
+        raise Violation("skipped_indexes", f"entries start at {batch.start} but the next expected "
+                        f"index is {position}: indexes {position}..{batch.start - 1} were skipped")
+    skip = position - batch.start
+    new = batch.entries[skip:]
+    end = position + len(new)
+    if end > size:
+        raise InvalidInput(f"entries reach index {end - 1}, beyond the checkpoint's size {size}")
+    leaf_hashes = [sha256(b"\x00" + data).digest() for data in new]
+    rebuilt = compact.copy()
+    rebuilt.extend(leaf_hashes)
+    if end > 0:
+        try:
+            verify_consistency(end, size, rebuilt.root(), root, batch.proof)
+        except ProofError as exc:
+            raise Violation("rewritten", f"entries 0..{end - 1} do not rebuild the node's signed tree "
+                            f"of size {size}: {exc.detail}") from None
+    return Verified(position, new, leaf_hashes, rebuilt, checkpoint, batch.note)

@@ -1,0 +1,119 @@
+"""The pure parts: compact ranges, the hub's envelope, the batch checks."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from auditfed.event.canonical import canonical_event_bytes
+from auditfed.federation import CompactRange, Violation, node_leaf_data, unwrap, wrap
+from auditfed.federation.protocol import Batch, verify_batch
+from auditfed.ledger import Checkpoint, Signer, TreeAppender, consistency_proof, leaf_hash, sign_checkpoint
+
+
+def _leaves(n: int, tag: str = "e") -> list[bytes]:
+    return [canonical_event_bytes({"id": f"{tag}{i}", "action": "a.b", "outcome": "success",
+                                   "actor": {"id": "u"}, "source": {"service": "s"},
+                                   "time": "2026-01-01T00:00:00.000000Z"}) for i in range(n)]
+
+
+class Log:
+    """A node's log in memory: leaves, tiles, signed checkpoints and proofs."""
+
+    def __init__(self, name: str = "node-a") -> None:
+        self.signer = Signer.generate(name)
+        self.tree = TreeAppender()
+        self.tiles: dict[tuple[int, int], bytes] = {}
+        self.data: list[bytes] = []
+
+    def read_tiles(self, keys):  # TileReader
+        return {k: self.tiles[k] for k in keys if k in self.tiles}
+
+    def add(self, items: list[bytes]) -> None:
+        self.data += items
+        self.tree.extend(leaf_hash(d) for d in items)
+        self.tiles.update(self.tree.take_dirty_tiles())
+
+    def note(self) -> str:
+        return sign_checkpoint(Checkpoint(self.signer.name, self.tree.size, self.tree.root()), self.signer)
+
+    def batch(self, start: int, end: int, prior: int = 0) -> Batch:
+        size = self.tree.size
+        proof = consistency_proof(end, size, self) if 0 < end < size else []
+        prior_proof = consistency_proof(prior, size, self) if 0 < prior < size else []
+        return Batch(start, self.data[start:end], self.note(), proof, prior_proof)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 8, 255, 256, 257, 1000])
+def test_compact_range_matches_tree(size: int) -> None:
+    tree, compact = TreeAppender(), CompactRange()
+    for data in _leaves(size):
+        tree.append(leaf_hash(data))
+        compact.append(leaf_hash(data))
+    assert compact.root() == tree.root()
+    assert CompactRange.decode(size, compact.encode()).root() == tree.root()
+
+
+def test_envelope_round_trip() -> None:
+    plain = orjson.loads(_leaves(1)[0])
+    with_node = {**plain, "source": {"service": "s", "node": "other"}}
+    shadowing = {**plain, "attributes": {"federation": {"x": 1}, "k": "v"}}
+    for event in (plain, with_node, shadowing):
+        data = canonical_event_bytes(event)
+        wrapped, hub_data = wrap(data, "eu-prod", 41)
+        assert wrapped["id"] == f"eu-prod:{event['id']}"
+        assert wrapped["source"]["node"] == "eu-prod"
+        origin = wrapped["attributes"]["federation"]
+        assert origin["node_index"] == 41
+        assert origin["node_leaf_hash"] == base64.b64encode(leaf_hash(data)).decode()
+        assert node_leaf_data(orjson.loads(hub_data)) == data
+
+
+def test_envelope_keeps_what_is_not_an_event() -> None:
+    wrapped, _ = wrap(b"not json at all", "eu-prod", 3)
+    assert wrapped["action"] == "federation.entry"
+    assert unwrap(wrapped)[1] == b"not json at all"
+
+
+def test_batches_and_violations() -> None:
+    log = Log()
+    log.add(_leaves(5))
+    verifier = log.signer.verifier()
+    ok = verify_batch(log.batch(0, 3), verifier, CompactRange(), None)
+    assert ok.compact.size == 3 and ok.checkpoint.size == 5
+    accepted = ok.checkpoint
+    # a re-send of what was accepted, plus more, is trimmed
+    again = verify_batch(log.batch(1, 5), verifier, ok.compact, accepted)
+    assert again.first == 3 and len(again.new_entries) == 2
+    # skipped indexes
+    with pytest.raises(Violation) as info:
+        verify_batch(log.batch(4, 5), verifier, ok.compact, accepted)
+    assert info.value.kind == "skipped_indexes"
+    # entries that are not the signed history
+    forged = Batch(3, [b"forged", log.data[4]], log.note(), [], [])
+    with pytest.raises(Violation) as info:
+        verify_batch(forged, verifier, ok.compact, accepted)
+    assert info.value.kind == "rewritten"
+    # another key
+    other = Log("node-a")
+    other.add(_leaves(5))
+    with pytest.raises(Violation) as info:
+        verify_batch(other.batch(3, 5), verifier, ok.compact, accepted)
+    assert info.value.kind == "bad_signature"
+    # a fork: the same size, another root; or a bigger tree that does not extend the old one
+    fork = Log()
+    fork.signer = log.signer
+    fork.add(_leaves(5, "x"))
+    with pytest.raises(Violation) as info:
+        verify_batch(fork.batch(3, 3), verifier, ok.compact, accepted)
+    assert info.value.kind == "split_view"
+    fork.add(_leaves(3, "y"))
+    with pytest.raises(Violation) as info:
+        verify_batch(fork.batch(3, 3, prior=5), verifier, ok.compact, accepted)
+    assert info.value.kind == "split_view"
+    # the honest log grows: accepted with a prior proof
+    log.add(_leaves(3, "z"))
+    grown = verify_batch(log.batch(3, 8, prior=5), verifier, ok.compact, accepted)
+    assert grown.compact.root() == log.tree.root()
