@@ -15,6 +15,7 @@ BENCHMARKS = {
     "ingest": "bench.bench_ingest",
     "log": "bench.bench_log",
     "identity": "bench.bench_identity_ingest",
+    "postgres": "bench.bench_postgres",
     "alerts": "bench.bench_alerts",
 }
 

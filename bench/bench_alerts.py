@@ -202,8 +202,10 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         metrics = client.get("/metrics").text
     server.stop()
     receiver.terminate()
-    other_alerts = sum(1 for line in record_path.read_text().splitlines()
-                       if json.loads(line)["rule_id"] != RULE_ID)
+    rows = [json.loads(line) for line in record_path.read_text().splitlines()]
+    other_alerts = sum(1 for row in rows if row["rule_id"] != RULE_ID)
+    bench_rows = [row for row in rows if row["rule_id"] == RULE_ID]
+    duplicates = len(bench_rows) - len({row["indexes"][0] for row in bench_rows})
 
     latencies = [received[i] - t for i, t in acks.items() if i in received]
     attempts = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
@@ -224,6 +226,7 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         "trigger_events_measured": len(acks),
         "alerts_delivered": len(latencies),
         "alerts_missing": len(acks) - len(latencies),
+        "duplicate_deliveries": duplicates,
         "other_alerts": other_alerts,
         "ack_p50_ms": round(percentile(ack_latency, 0.5) * 1000, 2) if ack_latency else None,
         "ack_p99_ms": round(percentile(ack_latency, 0.99) * 1000, 2) if ack_latency else None,

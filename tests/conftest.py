@@ -13,27 +13,15 @@ PostgreSQL half; under ``CI=true`` that is a failure. ``AUDITFED_TEST_STORES=sql
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.postgres import PostgresServer, PostgresUnavailable, postgres_server
 from support.server import Server
+from support.stores import STORE_PARAMS, in_ci, new_database
 
-STORES = [
-    s for s in ("sqlite", "postgres")
-    if s in os.environ.get("AUDITFED_TEST_STORES", "sqlite,postgres").split(",")
-]
-STORE_PARAMS = [pytest.param(s, marks=pytest.mark.postgres) if s == "postgres" else s for s in STORES]
-
-_databases = itertools.count(1)
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
+__all__ = ["STORE_PARAMS", "new_database"]
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
@@ -45,16 +33,6 @@ def postgres() -> Iterator[PostgresServer]:
         if in_ci():
             pytest.fail(f"PostgreSQL is required in CI: {exc}")
         pytest.skip(f"PostgreSQL unavailable: {exc}")
-
-
-def new_database(pg: PostgresServer, prefix: str = "auditfed") -> str:
-    """A fresh, empty database on ``pg``; its store URL."""
-    import psycopg
-
-    name = f"{prefix}_{os.getpid()}_{next(_databases)}"
-    with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return pg.url(dbname=name)
 
 
 def _store_url(request: pytest.FixtureRequest, kind: str) -> str | None:

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import Writers, log_ids
+from cluster_helpers import Writers, log_ids
 from support.server import run_cli
 
 from auditfed.ledger import Verifier, leaf_hash, verify_checkpoint, verify_consistency, verify_inclusion
@@ -29,7 +29,7 @@ def test_a_follower_acknowledges_and_the_client_finds_the_index_later(make_clust
         deadline = time.monotonic() + 10
         while True:
             found = http.get("/v1/events/by-id", params={"service": "svc", "id": "e-1"}).json()
-            if found["status"] == "sequenced" and found["hashes"] is not None or time.monotonic() > deadline:
+            if (found["status"] == "sequenced" and found["hashes"] is not None) or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert found["status"] == "sequenced", found
@@ -39,8 +39,8 @@ def test_a_follower_acknowledges_and_the_client_finds_the_index_later(make_clust
     with follower.client() as http:
         key = Verifier.from_key(http.get("/v1/log/key").text.strip())
     with follower.client(cluster.admin_token) as http:
-        data = base64.b64decode(http.get("/v1/log/entries", params={"start": found["index"],
-                                                                     "end": found["index"] + 1}).json()["entries"][0]["data"])
+        page = http.get("/v1/log/entries", params={"start": found["index"], "end": found["index"] + 1})
+        data = base64.b64decode(page.json()["entries"][0]["data"])
         cp = verify_checkpoint(http.get("/v1/log/checkpoint", params={"size": found["checkpoint_size"]}).text, key)
     verify_inclusion(leaf_hash(data), found["index"], cp.size, [base64.b64decode(h) for h in found["hashes"]], cp.root)
 
@@ -101,7 +101,7 @@ def test_postgresql_restarted_under_load(make_cluster, cluster_pg) -> None:
     with Writers(cluster, token) as writers:
         time.sleep(1.5)
         cluster_pg.stop()
-        time.sleep(2.0)
+        time.sleep(4.0)  # longer than a request waits for a connection (2 s)
         outage_statuses = len(writers.statuses)
         cluster_pg.start()
         restarted = time.monotonic()

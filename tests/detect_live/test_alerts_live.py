@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import STORE_PARAMS, new_database
 from live_helpers import (
     CONSOLE_LOGIN_RULE,
     PROBE_RULES,
@@ -31,6 +30,7 @@ from live_helpers import (
     write_config,
 )
 from support.server import Server
+from support.stores import STORE_PARAMS, new_database
 
 
 @pytest.fixture(scope="module")

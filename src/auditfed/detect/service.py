@@ -1,28 +1,35 @@
 """Detection on the live log: the engine behind the sequencer, alerts and their sinks.
 
-:class:`DetectionService` subscribes to the sequencer's commits (a listener that only
-queues the committed rows: the log writer never waits on detection) and runs every
-event, in log order, through the :class:`~auditfed.detect.engine.DetectionEngine`
-in a worker thread of its own. An alert is
+:class:`DetectionService` subscribes to the sequencer's commits with a listener that
+only queues the committed rows (the log writer never waits on detection). A worker
+thread runs every event, in log order, through the
+:class:`~auditfed.detect.engine.DetectionEngine`; a second thread raises what it
+matched (so the engine never waits for storage, and alerts that queue meanwhile
+share one write). An alert is
 
 1. appended to the log as an ``alert.raised`` event (through the same prepare +
-   sequencer path as any event, with an id derived from the alert's deterministic
-   dedup key, so re-raising an alert after a crash finds the same log entry),
-2. stored with that event's index, together with its webhook deliveries in the
-   durable outbox (one store transaction; at most one alert per dedup key),
-3. written to the server log (one structured line), published to the
-   ``GET /v1/alerts/stream`` subscribers, and delivered to every webhook by a sender
-   thread per webhook: JSON body, ``X-Auditfed-Signature: sha256=<hex HMAC-SHA256
-   of the raw body>``, retried with exponential backoff until a 2xx answer. The
-   outbox survives restarts; delivery is at least once, and every attempt of one
-   delivery carries the same ``X-Auditfed-Delivery`` id for receivers to deduplicate.
+   sequencer path as any event; its id is derived from the log's origin and the
+   alert's deterministic dedup key, so raising it again after a crash finds the
+   same log entry instead of adding one),
+2. handed to every webhook sender at once, while it is stored together with its
+   webhook deliveries in the durable outbox (one store transaction; at most one
+   alert per dedup key),
+3. written to the server log (one structured line) and published to the
+   ``GET /v1/alerts/stream`` subscribers.
+
+Webhooks get the alert as JSON with ``X-Auditfed-Signature: sha256=<hex
+HMAC-SHA256 of the raw body>``, retried with exponential backoff from the outbox
+until a 2xx answer, across restarts. Delivery is at least once: every attempt of
+one alert's delivery, even across a crash, carries the same ``X-Auditfed-Delivery``
+id for receivers to deduplicate.
 
 Restarts. The store keeps a watermark: every event below it has been processed and
 its alerts stored. At start the service rebuilds the correlation windows by
 replaying (without raising) the log's tail of ``engine.replay_seconds`` of event time
-before the watermark, then processes the events from the watermark on like live
-ones, raising only alerts whose keys are not stored. So a restart, even a crash in
-the middle of a correlation window, neither misses nor repeats an alert.
+before the watermark (at most ``MAX_REPLAY_EVENTS``), then processes the events from
+the watermark on like live ones, raising only alerts whose keys are not stored. So a
+restart, even a crash in the middle of a correlation window, neither misses nor
+repeats an alert.
 
 Auditfed's own ``alert.*`` events are never run through the rules (no alert loops).
 """
@@ -54,7 +61,7 @@ from auditfed import __version__
 from auditfed.config import Settings
 from auditfed.detect.correlation import parse_time
 from auditfed.errors import AuditfedError, ConfigError, NotFound
-from auditfed.event.model import format_time, new_event_id
+from auditfed.event.model import format_time
 from auditfed.identity.tokens import Caller
 from auditfed.ingest.prepare import prepare_event
 from auditfed.ingest.sequencer import Sequencer
@@ -112,9 +119,19 @@ def _now() -> str:
     return format_time(datetime.now(UTC))
 
 
-def alert_id_of(key: str) -> str:
-    """The alert id (and id of its ``alert.raised`` event) for a dedup key."""
-    return str(uuid.uuid5(_ALERT_NAMESPACE, key))
+def alert_id_of(key: str, origin: str | None = None) -> str:
+    """The alert id (and id of its ``alert.raised`` event) for a dedup key of a log.
+
+    Derived, not random: raising the same alert again after a crash finds the same
+    log entry. The log's origin is part of it, so the alerts of two logs (nodes of a
+    federation) never share an id.
+    """
+    return str(uuid.uuid5(_ALERT_NAMESPACE, f"{origin or ''}\n{key}"))
+
+
+def delivery_id_of(alert_id: str, sink: str) -> str:
+    """The delivery id of an alert to a webhook (the same across retries and crashes)."""
+    return str(uuid.uuid5(_ALERT_NAMESPACE, f"{alert_id}\n{sink}"))
 
 
 def alert_document(record: AlertRecord) -> dict[str, Any]:
@@ -295,14 +312,22 @@ class AlertStream:
 
 
 class WebhookSender:
-    """Delivers one webhook's outbox: a thread, woken when deliveries are queued.
+    """Delivers one webhook's alerts: a thread, fed in memory and from the outbox.
 
-    Deliveries go oldest first. After a failure the sender pauses (exponential
-    backoff per consecutive failure, so a dead receiver gets one attempt per pause,
-    not one per alert); once the receiver answers again, everything waiting is sent
-    at once, also what was scheduled for later. Outcomes are written to the outbox by
-    a second thread, so the next POST never waits for a store write; deliveries
-    whose outcome is not written yet are not picked up again meanwhile.
+    A new alert's deliveries are handed over in memory (:meth:`push`) as soon as its
+    ``alert.raised`` event is durable, and sent at once while the outbox row is being
+    committed; the outcome is written only after that commit. Whatever is not
+    delivered that way (receiver down, a restart) is sent from the durable outbox,
+    oldest first. Delivery ids are derived from the alert and the webhook, so every
+    attempt of one alert's delivery, even across a crash, carries the same
+    ``X-Auditfed-Delivery``.
+
+    After a failure the sender pauses (exponential backoff per consecutive failure,
+    so a dead receiver gets one attempt per pause, not one per alert); once the
+    receiver answers again, everything waiting is sent at once, also what was
+    scheduled for later. Outcomes are written by a second thread, so the next POST
+    never waits for a store write; a delivery whose outcome is not written yet is
+    not picked up again meanwhile.
     """
 
     def __init__(self, hook: Webhook, store: Store, metrics: _DetectMetrics) -> None:
@@ -318,7 +343,9 @@ class WebhookSender:
         self._recorder = threading.Thread(
             target=self._record, name=f"auditfed-webhook-outbox-{hook.name[:32]}", daemon=True
         )
+        #: deliveries sent (or about to be) whose outcome is not in the outbox yet
         self._unrecorded: set[str] = set()
+        self._fresh: list[tuple[DeliveryRecord, threading.Event]] = []
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -334,12 +361,22 @@ class WebhookSender:
         if self._recorder.is_alive():
             self._recorder.join(timeout)
 
+    def push(self, deliveries: Sequence[DeliveryRecord], stored: threading.Event) -> None:
+        """Send these now; their outbox rows are committed when ``stored`` is set."""
+        with self._lock:
+            for delivery in deliveries:
+                self._unrecorded.add(delivery.delivery_id)
+                self._fresh.append((delivery, stored))
+        self.wake.set()
+
     def _record(self) -> None:
         while True:
             item = self._outcomes.get()
             if item is _STOP:
                 return
-            delivery_id, outcome = item
+            delivery_id, outcome, stored = item
+            if stored is not None:
+                stored.wait(30)
             try:
                 self.store.finish_delivery(delivery_id, **outcome)
             except Exception:
@@ -347,6 +384,27 @@ class WebhookSender:
                 log.exception("cannot record a webhook delivery", extra={"webhook": self.hook.name})
             with self._lock:
                 self._unrecorded.discard(delivery_id)
+
+    def _release(self, items: Sequence[tuple[DeliveryRecord, threading.Event | None]]) -> None:
+        """Leave fresh deliveries not attempted to the outbox."""
+        with self._lock:
+            for delivery, stored in items:
+                if stored is not None:
+                    self._unrecorded.discard(delivery.delivery_id)
+
+    def _next_batch(self, send_all: bool) -> list[tuple[DeliveryRecord, threading.Event | None]]:
+        with self._lock:
+            fresh, self._fresh = self._fresh, []
+            # Taken before the read: an outcome recorded during the read is in here,
+            # one recorded before it is not pending any more.
+            busy = set(self._unrecorded)
+        if fresh:
+            return list(fresh)
+        due = self.store.pending_deliveries(
+            self.hook.name, due_before=1e300 if send_all else time.time(), limit=100)
+        with self._lock:
+            busy |= self._unrecorded
+        return [(d, None) for d in due if d.delivery_id not in busy]
 
     def _run(self) -> None:
         hook = self.hook
@@ -358,32 +416,33 @@ class WebhookSender:
             while not self._stopping.is_set():
                 self.wake.clear()
                 try:
-                    due = self.store.pending_deliveries(
-                        hook.name, due_before=1e300 if send_all else time.time(), limit=100
-                    )
+                    batch = self._next_batch(send_all)
                 except Exception:
                     log.exception("cannot read the webhook outbox", extra={"webhook": hook.name})
                     self._stopping.wait(1.0)
                     continue
                 send_all = False
-                with self._lock:
-                    due = [d for d in due if d.delivery_id not in self._unrecorded]
-                if not due:
+                if not batch:
                     self.wake.wait(OUTBOX_POLL)
                     continue
-                for delivery in due:
+                for position, (delivery, stored) in enumerate(batch):
                     if self._stopping.is_set():
+                        self._release(batch[position:])
                         return
-                    if self._attempt(client, delivery):
+                    if self._attempt(client, delivery, stored):
                         send_all = failures > 0
                         failures = 0
                     else:
                         failures += 1
+                        self._release(batch[position + 1:])
                         self._stopping.wait(hook.backoff(failures))
                         break
 
-    def _attempt(self, client: httpx.Client, delivery: DeliveryRecord) -> bool:
+    def _attempt(self, client: httpx.Client, delivery: DeliveryRecord,
+                 stored: threading.Event | None) -> bool:
         hook = self.hook
+        with self._lock:
+            self._unrecorded.add(delivery.delivery_id)
         headers = {"X-Auditfed-Delivery": delivery.delivery_id}
         if hook.secret is not None:
             headers["X-Auditfed-Signature"] = sign_body(hook.secret, delivery.payload)
@@ -406,9 +465,7 @@ class WebhookSender:
                 "attempts": attempts, "error": error})
             outcome = {"delivered_at": None, "next_attempt_at": now + hook.backoff(attempts),
                        "error": error, "attempts": attempts}
-        with self._lock:
-            self._unrecorded.add(delivery.delivery_id)
-        self._outcomes.put((delivery.delivery_id, outcome))
+        self._outcomes.put((delivery.delivery_id, outcome, stored))
         return error is None
 
 
@@ -557,10 +614,6 @@ class DetectionService:
         self.stream.close()
         for sender in self.senders:
             sender.stop(timeout)
-
-    def wake_senders(self) -> None:
-        for sender in self.senders:
-            sender.wake.set()
 
     # --- the writer thread's side: only queue ---
 
@@ -739,14 +792,14 @@ class DetectionService:
         if not fresh:
             return []
         raised_at = _now()
-        ids = [alert_id_of(a.key) for a in fresh]
+        ids = [alert_id_of(a.key, self.origin) for a in fresh]
         prepared = [
             prepare_event(self._event_of(alert, alert_id), position, _SELF, raised_at)
             for position, (alert, alert_id) in enumerate(zip(fresh, ids, strict=True))
         ]
         sequenced = self.sequencer.append_sync(prepared)
         records = []
-        deliveries = []
+        deliveries: list[DeliveryRecord] = []
         now = time.time()
         for alert, alert_id, result in zip(fresh, ids, sequenced, strict=True):
             record = AlertRecord(
@@ -767,13 +820,21 @@ class DetectionService:
             records.append(record)
             payload = orjson.dumps(alert_document(record))
             deliveries.extend(
-                DeliveryRecord(new_event_id(), alert_id, hook.name, payload, 0, now)
+                DeliveryRecord(delivery_id_of(alert_id, hook.name), alert_id, hook.name, payload, 0, now)
                 for hook in self.webhooks if hook.wants(alert.level)
             )
-        kept = set(self.store.add_alerts(records, deliveries))
+        # The alert is in the log: send it now, while its outbox rows are committed
+        # (a crash before that commit raises it again at start, same delivery ids).
+        stored = threading.Event()
+        for sender in self.senders:
+            mine = [d for d in deliveries if d.sink == sender.hook.name]
+            if mine:
+                sender.push(mine, stored)
+        try:
+            kept = set(self.store.add_alerts(records, deliveries))
+        finally:
+            stored.set()
         raised = [r for r in records if r.alert_id in kept]
-        if deliveries:
-            self.wake_senders()
         for record in raised:
             document = alert_document(record)
             self.stream.publish(document)

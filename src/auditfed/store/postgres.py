@@ -461,7 +461,8 @@ class _PGWrite(WriteTransaction):
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, connect_timeout: float = 5.0,
+                 pool_timeout: float = 2.0) -> None:
         self.url = url
         conninfo, options = _split_options(url)
         self._conninfo = conninfo
@@ -476,7 +477,7 @@ class PostgresStore(Store):
             max_size=pool_size,
             kwargs={"autocommit": True, "connect_timeout": int(max(1, connect_timeout))},
             check=ConnectionPool.check_connection,
-            timeout=connect_timeout,
+            timeout=pool_timeout,  # no connection within this: 503, the client retries
             reconnect_timeout=24 * 3600,
             open=False,
             name="auditfed",
