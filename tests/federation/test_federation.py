@@ -7,7 +7,7 @@ import stat
 import uuid
 
 import orjson
-from conftest import Hub, NodeProc, assert_exactly_once, caught_up, wait_for
+from federation_helpers import Hub, NodeProc, assert_exactly_once, caught_up, wait_for
 from support.server import run_cli
 
 from auditfed.ledger import CosignatureVerifier, Verifier, verify_checkpoint, verify_cosignature

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import orjson
-from conftest import Hub, NodeProc, caught_up, wait_for
+from federation_helpers import Hub, NodeProc, caught_up, wait_for
 from support.server import run_cli
 from test_units import Log, _leaves
 
