@@ -40,8 +40,11 @@ def run(count: int = 100_000, distinct: int = 20_000) -> dict:
                                                    for i in range(100)])
         unique = with_tokens(make_events(distinct), [issuer.mint({"sub": f"u{i}"}, ttl=3600)
                                                      for i in range(distinct)])
-        baseline, _ = through_api(plain, "--config", str(config))
-        repeated, _ = through_api(hundred, "--config", str(config))
+        # Alternate and keep each side's best of two: the machine is shared and noisy.
+        baseline = repeated = 0.0
+        for _ in range(2):
+            baseline = max(baseline, through_api(plain, "--config", str(config))[0])
+            repeated = max(repeated, through_api(hundred, "--config", str(config))[0])
         all_distinct, _ = through_api(unique, "--config", str(config))
     finally:
         issuer.stop()
