@@ -67,9 +67,16 @@ class Cluster:
         return next(s for s in self.nodes if name and name.endswith(f":{s.port}"))
 
     def wait_drained(self, timeout: float = 30) -> dict:
+        """Wait until nothing is pending (asking the leader: a follower's own record of
+        the status request would be pending)."""
         deadline = time.monotonic() + timeout
         while True:
-            status = self.status()
+            try:
+                status = self.status(via=self.leader())
+            except (StopIteration, AssertionError):
+                assert time.monotonic() < deadline, "no leader answers"
+                time.sleep(0.2)
+                continue
             if status["pending"] == 0 and status["leader"]:
                 return status
             if time.monotonic() > deadline:

@@ -120,7 +120,9 @@ def test_postgresql_restarted_under_load(make_cluster, cluster_pg) -> None:
     stored = log_ids(cluster.nodes[0], cluster.admin_token)
     missing = [i for i in writers.acked if i not in stored]
     twice = [i for i in writers.acked if len(stored.get(i, [])) > 1]
-    assert not missing and not twice, (len(missing), len(twice))
+    in_db = cluster.nodes[0].sql("SELECT count(*) FROM events")
+    assert not missing and not twice, (len(missing), len(twice), len(stored), in_db,
+                                       sorted({writers.acked[i] is None for i in missing}))
     assert "ok:" in run_cli("verify", "--data", str(cluster.nodes[0].data_dir), check=True).stdout
 
 

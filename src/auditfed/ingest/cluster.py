@@ -416,7 +416,14 @@ class ClusterSequencer:
         hit = self._cache.get(name)
         if hit is not None and now - hit[0] < ttl:
             return hit[1]
-        value = read()
+        try:
+            value = read()
+        except Exception:
+            # The database is away: the last value seen (these are informative on a
+            # follower; every write still fails until the database answers again).
+            if hit is None:
+                raise
+            return hit[1]
         self._cache[name] = (now, value)
         return value
 
