@@ -1,68 +1,32 @@
-"""Fixtures of the answers' tests: a real server (with the answers wired in) and the CLI."""
+"""Fixtures of the answers' tests: a real server with a principal directory, and the CLI."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from support.server import Server
+from support.server import Server, run_cli
 
 from auditfed.demo import request_scenario
 
-from .helpers import LAUNCH
-
+run = run_cli
 DIRECTORY = {"principals": {"alice@corp.example": ["github:alice-gh", "pg:alice_rw", "app:alice"]}}
 
 
-def run(*args: str, env: dict[str, str] | None = None, check: bool = False,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The ``auditfed`` CLI as a user runs it (with the answers' commands)."""
-    result = subprocess.run(
-        [*LAUNCH, *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"auditfed {' '.join(args)} failed: {result.stderr}{result.stdout}")
-    return result
-
-
-class AnswersServer(Server):
-    """``auditfed serve`` through the launcher, so the answers' routes exist."""
-
-    def start(self, timeout: float = 30) -> AnswersServer:
-        import json
-
-        if not (self.data_dir / "log.key").exists():
-            self.admin_token = run("init", "--data", str(self.data_dir), check=True).stdout.strip()
-        log = self.log_path.open("ab")
-        env = {**os.environ, "AUDITFED_TEST_DIRECTORY": json.dumps(DIRECTORY), **self.env}
-        self.process = subprocess.Popen(
-            [*LAUNCH, "serve", "--data", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}", *self.extra],
-            stdout=log, stderr=log, env=env,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not start in time")
+#: The answers' tests use plain servers; the alias keeps their annotations readable.
+AnswersServer = Server
 
 
 @pytest.fixture(scope="module")
 def answers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnswersServer]:
-    srv = AnswersServer(tmp_path_factory.mktemp("answers") / "data").start()
+    base = tmp_path_factory.mktemp("answers")
+    config = base / "auditfed.toml"
+    aliases = ", ".join(f'"{a}"' for a in DIRECTORY["principals"]["alice@corp.example"])
+    config.write_text(f'[directory.principals]\n"alice@corp.example" = [{aliases}]\n')
+    srv = Server(base / "data", "--config", str(config)).start()
     yield srv
     srv.stop()
 

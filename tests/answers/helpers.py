@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,9 +17,6 @@ from auditfed.store.sqlite import SQLiteStore
 
 ADMIN = Caller("test", "admin")
 ROOT = Path(__file__).resolve().parents[2]
-#: Runs the CLI with the answers' commands and routes wired in, whether or not the lead
-#: has wired them into cli/main.py and api/app.py yet (see tests/answers/launch.py).
-LAUNCH = [sys.executable, str(Path(__file__).with_name("launch.py"))]
 
 
 class Log:

@@ -144,7 +144,7 @@ class LeaderSequencer(Sequencer):
                 _settle(job.future, error=error)
 
     def _loop(self) -> None:
-        from auditfed.ingest.sequencer import _STOP, INDEX_BATCH, MAX_INDEX_LAG
+        from auditfed.ingest.sequencer import INDEX_BATCH
 
         self._recover_index()
         while True:
@@ -163,20 +163,7 @@ class LeaderSequencer(Sequencer):
                 elif self._unindexed:
                     self._index_pending(INDEX_BATCH)
                 continue
-            if first is _STOP:
-                self._index_pending(None)
-                return
-            jobs, stop = self._gather(first)  # type: ignore[arg-type]
-            appends = [job for job in jobs if job.items is not None]
-            if appends:
-                self._commit(appends)
-            for job in jobs:
-                if job.items is None:
-                    self._sign(job)
-            if self._unindexed_rows >= MAX_INDEX_LAG:
-                self._index_pending(INDEX_BATCH)
-            if stop:
-                self._index_pending(None)
+            if not self._process(first):
                 return
 
     def _commit(self, jobs: list[_Job]) -> None:

@@ -201,21 +201,28 @@ class Sequencer:
             except queue.Empty:
                 self._index_pending(INDEX_BATCH)
                 continue
-            if first is _STOP:
-                self._index_pending(None)
+            if not self._process(first):
                 return
-            jobs, stop = self._gather(first)  # type: ignore[arg-type]
-            appends = [job for job in jobs if job.items is not None]
-            if appends:
-                self._commit(appends)
-            for job in jobs:
-                if job.items is None:
-                    self._sign(job)
-            if self._unindexed_rows >= MAX_INDEX_LAG:
-                self._index_pending(INDEX_BATCH)
-            if stop:
-                self._index_pending(None)
-                return
+
+    def _process(self, first: _Job | object) -> bool:
+        """Handle one queued item and everything waiting behind it (one group
+        commit); False once told to stop."""
+        if first is _STOP:
+            self._index_pending(None)
+            return False
+        jobs, stop = self._gather(first)  # type: ignore[arg-type]
+        appends = [job for job in jobs if job.items is not None]
+        if appends:
+            self._commit(appends)
+        for job in jobs:
+            if job.items is None:
+                self._sign(job)
+        if self._unindexed_rows >= MAX_INDEX_LAG:
+            self._index_pending(INDEX_BATCH)
+        if stop:
+            self._index_pending(None)
+            return False
+        return True
 
     def _recover_index(self) -> None:
         """Queue for indexing what the log holds beyond the index (after a crash)."""
