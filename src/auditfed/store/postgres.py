@@ -68,6 +68,7 @@ from auditfed.store.base import (
     WriteTransaction,
 )
 from auditfed.store.filters import POSTGRES, Query, compile_where
+from auditfed.store.sql import ALERT_COLUMNS, DELIVERY_COLUMNS, TOKEN_COLUMNS, alert_listing
 
 log = logging.getLogger(__name__)
 
@@ -237,16 +238,6 @@ MIGRATIONS: tuple[str, ...] = (
 
 _INDEX_COLUMNS = (
     "idx, service, event_id, time, action, actor, principal, resource, trace_id, environment, outcome"
-)
-_TOKEN_COLUMNS = (
-    "token_id, role, service, environment, description, created_at, expires_at, revoked_at"
-)
-_ALERT_COLUMNS = (
-    "alert_id, dedup_key, rule_id, title, level, grp, indexes, first_time, last_time, raised_at,"
-    " log_index, status, notes, details, updated_at"
-)
-_DELIVERY_COLUMNS = (
-    "delivery_id, alert_id, sink, payload, attempts, next_attempt_at, last_error, delivered_at"
 )
 _NODE_COLUMNS = (
     "name, vkey, status, reason, position, compact, checkpoint, last_seen, enrolled_at, updated_at"
@@ -763,17 +754,17 @@ class PostgresStore(Store):
 
     def add_token(self, digest: bytes, record: TokenRecord) -> None:
         self._write(
-            f"INSERT INTO tokens (digest, {_TOKEN_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            f"INSERT INTO tokens (digest, {TOKEN_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (digest, record.token_id, record.role, record.service, record.environment,
              record.description, record.created_at, record.expires_at, record.revoked_at),
         )
 
     def find_token(self, digest: bytes) -> TokenRecord | None:
-        row = self._one(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE digest = %s", (digest,))
+        row = self._one(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE digest = %s", (digest,))
         return None if row is None else TokenRecord(*row)
 
     def list_tokens(self) -> list[TokenRecord]:
-        rows = self._all(f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at")
+        rows = self._all(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at")
         return [TokenRecord(*row) for row in rows]
 
     def revoke_token(self, token_id: str, when: str) -> bool:
@@ -795,7 +786,7 @@ class PostgresStore(Store):
         with _errors("write"), self._pool.connection() as conn, conn.transaction():
             for alert in alerts:
                 cursor = conn.execute(
-                    f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES"
+                    f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES"
                     " (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
                     _alert_row(alert),
                 )
@@ -809,7 +800,7 @@ class PostgresStore(Store):
             ]
             if rows:
                 conn.cursor().executemany(
-                    f"INSERT INTO webhook_outbox ({_DELIVERY_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                    f"INSERT INTO webhook_outbox ({DELIVERY_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
                     rows,
                 )
         return stored
@@ -821,7 +812,7 @@ class PostgresStore(Store):
         return {row[0] for row in rows}
 
     def get_alert(self, alert_id: str) -> AlertRecord | None:
-        row = self._one(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = %s", (alert_id,))
+        row = self._one(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = %s", (alert_id,))
         return None if row is None else _alert_of(row)
 
     def list_alerts(
@@ -834,24 +825,10 @@ class PostgresStore(Store):
         after: int | None = None,
         limit: int = 100,
     ) -> list[AlertRecord]:
-        where: list[str] = []
-        args: list[object] = []
-        for column, value in (("status", status), ("rule_id", rule_id), ("level", level)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if before is not None:
-            where.append("log_index < %s")
-            args.append(before)
-        if after is not None:
-            where.append("log_index > %s")
-            args.append(after)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        order = "ASC" if after is not None else "DESC"
-        args.append(limit)
-        rows = self._all(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts {clause} ORDER BY log_index {order} LIMIT %s", args
+        sql, args = alert_listing(
+            "%s", status=status, rule_id=rule_id, level=level, before=before, after=after, limit=limit
         )
+        rows = self._all(sql, args)
         return [_alert_of(row) for row in rows]
 
     def update_alert(
@@ -866,7 +843,7 @@ class PostgresStore(Store):
         with _errors("write"), self._pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 f"UPDATE alerts SET status = %s, notes = notes || %s, updated_at = %s"
-                f" WHERE alert_id = %s AND status = ANY(%s) RETURNING {_ALERT_COLUMNS}",
+                f" WHERE alert_id = %s AND status = ANY(%s) RETURNING {ALERT_COLUMNS}",
                 (status, Jsonb([note]), updated_at, alert_id, list(expected)),
             ).fetchone()
         return None if row is None else _alert_of(row)
@@ -875,7 +852,7 @@ class PostgresStore(Store):
         self, sink: str, *, due_before: float, limit: int = 100
     ) -> list[DeliveryRecord]:
         rows = self._all(
-            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_outbox"
+            f"SELECT {DELIVERY_COLUMNS} FROM webhook_outbox"
             " WHERE sink = %s AND delivered_at IS NULL AND next_attempt_at <= %s"
             " ORDER BY next_attempt_at, delivery_id LIMIT %s",
             (sink, due_before, limit),

@@ -39,6 +39,7 @@ from auditfed.store.base import (
     WriteTransaction,
 )
 from auditfed.store.filters import SQLITE, Query, compile_where
+from auditfed.store.sql import ALERT_COLUMNS, DELIVERY_COLUMNS, TOKEN_COLUMNS, alert_listing
 
 #: Schema migrations, applied in order; ``PRAGMA user_version`` holds how many ran.
 MIGRATIONS: tuple[str, ...] = (
@@ -155,16 +156,6 @@ _INSERT_EVENT = "INSERT INTO events (idx, data) VALUES (?, ?)"
 _INSERT_INDEX = (
     "INSERT INTO event_index (idx, service, event_id, time, action, actor, principal, resource,"
     " trace_id, environment, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-_TOKEN_COLUMNS = (
-    "token_id, role, service, environment, description, created_at, expires_at, revoked_at"
-)
-_ALERT_COLUMNS = (
-    "alert_id, dedup_key, rule_id, title, level, grp, indexes, first_time, last_time, raised_at,"
-    " log_index, status, notes, details, updated_at"
-)
-_DELIVERY_COLUMNS = (
-    "delivery_id, alert_id, sink, payload, attempts, next_attempt_at, last_error, delivered_at"
 )
 
 
@@ -405,20 +396,20 @@ class SQLiteStore(Store):
 
     def add_token(self, digest: bytes, record: TokenRecord) -> None:
         self._write(
-            f"INSERT INTO tokens (digest, {_TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO tokens (digest, {TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
             (digest, record.token_id, record.role, record.service, record.environment,
              record.description, record.created_at, record.expires_at, record.revoked_at),
         )
 
     def find_token(self, digest: bytes) -> TokenRecord | None:
         row = self._reader().execute(
-            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE digest = ?", (digest,)
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE digest = ?", (digest,)
         ).fetchone()
         return None if row is None else TokenRecord(*row)
 
     def list_tokens(self) -> list[TokenRecord]:
         rows = self._reader().execute(
-            f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at"
+            f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at"
         ).fetchall()
         return [TokenRecord(*row) for row in rows]
 
@@ -437,7 +428,7 @@ class SQLiteStore(Store):
         with self._side_transaction() as conn:
             for alert in alerts:
                 cursor = conn.execute(
-                    f"INSERT OR IGNORE INTO alerts ({_ALERT_COLUMNS})"
+                    f"INSERT OR IGNORE INTO alerts ({ALERT_COLUMNS})"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     _alert_row(alert),
                 )
@@ -445,7 +436,7 @@ class SQLiteStore(Store):
                     stored.append(alert.alert_id)
             kept = set(stored)
             conn.executemany(
-                f"INSERT INTO webhook_outbox ({_DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                f"INSERT INTO webhook_outbox ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
                 [
                     (d.delivery_id, d.alert_id, d.sink, d.payload, d.attempts, d.next_attempt_at,
                      d.last_error, d.delivered_at)
@@ -471,7 +462,7 @@ class SQLiteStore(Store):
 
     def get_alert(self, alert_id: str) -> AlertRecord | None:
         row = self._reader().execute(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)
         ).fetchone()
         return None if row is None else _alert_of(row)
 
@@ -485,24 +476,10 @@ class SQLiteStore(Store):
         after: int | None = None,
         limit: int = 100,
     ) -> list[AlertRecord]:
-        where: list[str] = []
-        args: list[object] = []
-        for column, value in (("status", status), ("rule_id", rule_id), ("level", level)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if before is not None:
-            where.append("log_index < ?")
-            args.append(before)
-        if after is not None:
-            where.append("log_index > ?")
-            args.append(after)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        order = "ASC" if after is not None else "DESC"
-        args.append(limit)
-        rows = self._reader().execute(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts {clause} ORDER BY log_index {order} LIMIT ?", args
-        ).fetchall()
+        sql, args = alert_listing(
+            "?", status=status, rule_id=rule_id, level=level, before=before, after=after, limit=limit
+        )
+        rows = self._reader().execute(sql, args).fetchall()
         return [_alert_of(row) for row in rows]
 
     def update_alert(
@@ -526,7 +503,7 @@ class SQLiteStore(Store):
                 (status, orjson.dumps(notes).decode(), updated_at, alert_id),
             )
             updated = conn.execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)
+                f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)
             ).fetchone()
         return _alert_of(updated)
 
@@ -534,7 +511,7 @@ class SQLiteStore(Store):
         self, sink: str, *, due_before: float, limit: int = 100
     ) -> list[DeliveryRecord]:
         rows = self._reader().execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_outbox"
+            f"SELECT {DELIVERY_COLUMNS} FROM webhook_outbox"
             " WHERE sink = ? AND delivered_at IS NULL AND next_attempt_at <= ?"
             " ORDER BY next_attempt_at, delivery_id LIMIT ?",
             (sink, due_before, limit),
