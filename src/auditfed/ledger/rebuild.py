@@ -47,6 +47,8 @@ def compare_tile(key: TileKey, expected: bytes, stored: bytes | None) -> TileMis
     first_node = index * TILE_WIDTH
     if stored is None:
         return _mismatch(key, first_node, "tile is not stored")
+    if stored.startswith(expected):
+        return None  # the common case, in one comparison
     for offset in range(0, len(expected), HASH_SIZE):
         if stored[offset : offset + HASH_SIZE] != expected[offset : offset + HASH_SIZE]:
             what = "leaf hash" if level == 0 else f"node hash at height {TILE_HEIGHT * level}"
