@@ -15,7 +15,7 @@ it element by element so that a syntax error is confined to its record.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -347,6 +347,25 @@ def first(*values: Any) -> Any:
             return value
     return None
 
+
+def decode_objects(
+    kind: str,
+    records: Iterable[tuple[int, Any]],
+    one: str,
+    normalise: Callable[[Mapping[str, Any]], dict[str, Any] | None],
+) -> Decoded:
+    """Normalise records one by one (``one`` names a record, e.g. "a CloudTrail
+    record"): a record that is not a JSON object, or that its normaliser refuses,
+    becomes that record's error; the others are kept."""
+    decoded = Decoded(kind)
+    for position, record in records:
+        if isinstance(record, RecordError):
+            decoded.add(position, record)
+        elif not isinstance(record, dict):
+            decoded.error(position, f"{one} must be a JSON object")
+        else:
+            emit(decoded, position, lambda r=record: normalise(r))
+    return decoded
 
 
 def emit(

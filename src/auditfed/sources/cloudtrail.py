@@ -22,10 +22,9 @@ from typing import Any
 
 from auditfed.sources.base import (
     Decoded,
-    RecordError,
     RecordProblem,
     action_part,
-    emit,
+    decode_objects,
     first,
     prune,
     read_json_records,
@@ -103,15 +102,7 @@ def decode(
     records = read_json_records(
         body, what="CloudTrail records", unwrap=_unwrap, wrapper_key="Records"
     )
-    decoded = Decoded(KIND)
-    for position, record in records:
-        if isinstance(record, RecordError):
-            decoded.add(position, record)
-        elif not isinstance(record, dict):
-            decoded.error(position, "a CloudTrail record must be a JSON object")
-        else:
-            emit(decoded, position, lambda r=record: normalise(r))
-    return decoded
+    return decode_objects(KIND, records, "a CloudTrail record", normalise)
 
 
 _IP_LIKE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*(?:%\w+)?")

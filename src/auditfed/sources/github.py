@@ -19,10 +19,9 @@ from typing import Any
 
 from auditfed.sources.base import (
     Decoded,
-    RecordError,
     RecordProblem,
     action_part,
-    emit,
+    decode_objects,
     first,
     prune,
     read_json_records,
@@ -42,15 +41,7 @@ def decode(
     options: Mapping[str, Any] | None = None,
 ) -> Decoded:
     records = read_json_records(body, what="GitHub audit log entries")
-    decoded = Decoded(KIND)
-    for position, record in records:
-        if isinstance(record, RecordError):
-            decoded.add(position, record)
-        elif not isinstance(record, dict):
-            decoded.error(position, "a GitHub audit log entry must be a JSON object")
-        else:
-            emit(decoded, position, lambda r=record: normalise(r))
-    return decoded
+    return decode_objects(KIND, records, "a GitHub audit log entry", normalise)
 
 
 def normalise(record: Mapping[str, Any]) -> dict[str, Any]:

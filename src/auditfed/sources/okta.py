@@ -20,10 +20,9 @@ from typing import Any
 
 from auditfed.sources.base import (
     Decoded,
-    RecordError,
     RecordProblem,
     action_part,
-    emit,
+    decode_objects,
     first,
     prune,
     read_json_records,
@@ -46,15 +45,7 @@ def decode(
     options: Mapping[str, Any] | None = None,
 ) -> Decoded:
     records = read_json_records(body, what="Okta System Log events")
-    decoded = Decoded(KIND)
-    for position, record in records:
-        if isinstance(record, RecordError):
-            decoded.add(position, record)
-        elif not isinstance(record, dict):
-            decoded.error(position, "an Okta System Log event must be a JSON object")
-        else:
-            emit(decoded, position, lambda r=record: normalise(r))
-    return decoded
+    return decode_objects(KIND, records, "an Okta System Log event", normalise)
 
 
 def _obj(value: Any) -> dict[str, Any]:
