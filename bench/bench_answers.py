@@ -97,9 +97,10 @@ def build(path: Path, count: int, signer: Signer) -> SQLiteStore:
                                  event["resource"]["id"], event["trace"]["trace_id"], "prod-eu", event["outcome"]))
         with store.transaction() as tx:
             tx.append_entries(first, rows)
-            tx.index_entries(first, rows)
             tree.extend(row.leaf_hash for row in rows)
             tx.put_tiles(tree.take_dirty_tiles())
+        with store.index_transaction() as tx:
+            tx.index_entries(first, rows)
         print(f"  built {first + len(rows):,} events ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     note = sign_checkpoint(Checkpoint(signer.name, tree.size, tree.root()), signer)
     with store.transaction(durable=True) as tx:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(10_000, ge=1)
     max_commit_events: int = Field(20_000, ge=1, description="group-commit batch cap")
+    ingest_workers: int | None = Field(
+        None, ge=0, le=64,
+        description="processes that parse, validate and hash incoming events; default one "
+        "per core on a multi-core machine, 0 = in the server process",
+    )
     checkpoint_interval: float = Field(0.5, gt=0, le=1.0, description="seconds between checkpoints")
     token_cache_seconds: float = Field(1.0, ge=0)
     shutdown_grace: float = Field(10.0, ge=0, description="seconds for in-flight work on SIGTERM")

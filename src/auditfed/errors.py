@@ -21,6 +21,18 @@ class AuditfedError(Exception):
         self.detail = detail
         self.extensions = extensions
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (ingest workers): keep every attribute, not
+        # only the message that Exception's default pickling passes to __init__.
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[AuditfedError], args: tuple[Any, ...], state: dict[str, Any]) -> AuditfedError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidInput(AuditfedError):
     """A request or record is malformed: bad JSON, wrong type, unknown field."""

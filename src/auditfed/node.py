@@ -23,13 +23,17 @@ from auditfed.errors import ConfigError
 from auditfed.event.model import format_time
 from auditfed.federation.service import Federation
 from auditfed.federation.witness import create_witness_key
-from auditfed.identity.actors import ActorResolver
-from auditfed.identity.directory import Directory
-from auditfed.identity.oidc import TokenVerifier
 from auditfed.identity.tokens import Caller, TokenAuthority
 from auditfed.identity.workload import WorkloadAuthenticator
-from auditfed.ingest.prepare import Enricher, prepare_event
+from auditfed.ingest.prepare import prepare_event
 from auditfed.ingest.sequencer import Sequencer
+from auditfed.ingest.workers import (
+    InlinePreparer,
+    Preparer,
+    identity_of,
+    ingest_enrichers,
+    open_preparer,
+)
 from auditfed.ledger import Signer
 from auditfed.observability import Metrics
 from auditfed.sources.redaction import Redactor
@@ -132,10 +136,7 @@ class Node:
         self.signer = load_signer(settings)
         self.store: Store = open_store(settings.store_url, fsync=settings.fsync)
         self.metrics = Metrics()
-        self.directory = Directory.from_config(settings.directory) if settings.directory else None
-        self.verifier = (
-            TokenVerifier(settings.issuers, directory=self.directory) if settings.issuers else None
-        )
+        self.directory, self.verifier = identity_of(settings)
         workloads = (
             WorkloadAuthenticator(self.verifier, settings.workloads, self.directory)
             if self.verifier is not None and settings.workloads else None
@@ -143,10 +144,9 @@ class Node:
         self.tokens = TokenAuthority(self.store, settings.token_cache_seconds, workloads)
         self.redactor = Redactor(settings.redaction, load_salt(settings))
         #: Stages every event passes between validation and canonical bytes.
-        self.enrichers: tuple[Enricher, ...] = (
-            ActorResolver(self.verifier, self.directory),
-            self.redactor.apply,
-        )
+        self.enrichers = ingest_enrichers(self.verifier, self.directory, self.redactor)
+        #: Decodes and prepares request bodies (in worker processes by default).
+        self.preparer: Preparer = InlinePreparer(self.enrichers)
         if self.store.url.startswith(("postgresql://", "postgres://")):
             from auditfed.ingest.cluster import ClusterSequencer  # many nodes, one database
 
@@ -199,6 +199,7 @@ class Node:
         return self.sequencer.submit([prepared])
 
     def start(self) -> None:
+        self.preparer = open_preparer(self.settings, load_salt(self.settings), self.enrichers)
         self.sequencer.start()
         self.detection = DetectionService.from_settings(
             self.settings, self.store, self.sequencer, origin=self.origin,
@@ -216,6 +217,7 @@ class Node:
         return self.detection
 
     def close(self) -> None:
+        self.preparer.close()
         self.federation.stop()
         if self.detection is not None:
             self.detection.stop(self.settings.shutdown_grace)

@@ -103,9 +103,20 @@ class Server:
 
         conn = sqlite3.connect(self.data_dir / "auditfed.db", isolation_level=None)
         try:
+            conn.execute("ATTACH DATABASE ? AS search", (str(self.data_dir / "auditfed.index.db"),))
             return conn.execute(statement, params).fetchall()
         finally:
             conn.close()
+
+    def indexed_size(self) -> int:
+        """How far the store's query index reaches (either engine)."""
+        from auditfed.store import open_store
+
+        store = open_store(self.store or f"sqlite:///{self.data_dir / 'auditfed.db'}")
+        try:
+            return store.indexed_size()
+        finally:
+            store.close()
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         assert self.process is not None

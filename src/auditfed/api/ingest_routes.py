@@ -12,11 +12,10 @@ from starlette.responses import Response
 from auditfed.api.deps import WRITERS, authorise, node_of
 from auditfed.api.problems import problem
 from auditfed.api.responses import JSON, read_body
-from auditfed.errors import InvalidEvent, InvalidInput, PayloadTooLarge
 from auditfed.event.model import format_time
 from auditfed.identity.tokens import Caller
-from auditfed.ingest.body import BadItem, inflate, parse_json_items
-from auditfed.ingest.prepare import Prepared, prepare_event
+from auditfed.ingest.pipeline import EVENTS, IngestRequest
+from auditfed.ingest.prepare import PreparedBatch
 from auditfed.node import Node
 
 router = APIRouter(tags=["ingest"])
@@ -43,22 +42,30 @@ async def post_events(request: Request) -> Response:
     """
     node = node_of(request)
     caller = authorise(request, *WRITERS)
-    items = await _read_items(request, node)
-    return await ingest_items(node, caller, items)
+    batch = await prepare_body(request, node, caller, EVENTS)
+    return answer(await sequence_batch(node, batch))
 
 
-async def _read_items(request: Request, node: Node) -> list[Any]:
-    limit = node.settings.max_body_bytes
-    body = inflate(await read_body(request, limit), request.headers.get("content-encoding"), limit)
-    items = parse_json_items(body, request.headers.get("content-type"))
-    if not items:
-        raise InvalidInput("the body holds no events")
-    if len(items) > node.settings.max_events_per_request:
-        raise PayloadTooLarge(
-            f"{len(items)} events in one request; the limit is "
-            f"{node.settings.max_events_per_request}"
-        )
-    return items
+async def prepare_body(
+    request: Request, node: Node, caller: Caller, format: str,
+    options: dict[str, Any] | None = None,
+) -> PreparedBatch:
+    """Read the request's body and have the node's preparer decode and prepare it."""
+    settings = node.settings
+    body = await read_body(request, settings.max_body_bytes)
+    headers = request.headers
+    return await node.preparer.prepare(IngestRequest(
+        format=format,
+        body=body,
+        caller=caller,
+        observed=format_time(datetime.now(UTC)),
+        max_body_bytes=settings.max_body_bytes,
+        max_events=settings.max_events_per_request,
+        content_type=headers.get("content-type"),
+        content_encoding=headers.get("content-encoding"),
+        headers=dict(headers) if format != EVENTS else {},
+        options=options or {},
+    ))
 
 
 @dataclass(slots=True)
@@ -76,29 +83,12 @@ class Ingested:
         return len(self.results) - self.accepted - self.duplicates
 
 
-async def sequence_items(node: Node, caller: Caller, items: list[Any]) -> Ingested:
-    """Prepare and sequence a batch of decoded items; durable once this returns.
-
-    Items that fail validation are rejected one by one; a source claiming another
-    service raises :class:`~auditfed.errors.Forbidden` before anything is sequenced.
-    """
-    observed = format_time(datetime.now(UTC))
-    results: list[dict[str, Any]] = [{} for _ in items]
-    prepared: list[Prepared] = []
-    errors: list[dict[str, Any]] = []
-    for position, item in enumerate(items):
-        if isinstance(item, BadItem):
-            errors.append({"item": position, "path": "$", "reason": item.reason})
-            results[position] = _rejected(None, item.reason)
-            continue
-        try:
-            prepared.append(prepare_event(item, position, caller, observed, node.enrichers))
-        except InvalidEvent as exc:
-            errors.extend(exc.errors or [{"item": position, "path": "$", "reason": exc.detail}])
-            results[position] = _rejected(item, exc.detail)
-    if errors:
-        node.metrics.rejected.labels("invalid").inc(len(items) - len(prepared))
-    outcome = Ingested(results, errors)
+async def sequence_batch(node: Node, batch: PreparedBatch) -> Ingested:
+    """Sequence the prepared events of a batch; durable once this returns."""
+    prepared, results = batch.prepared, batch.results
+    if batch.errors:
+        node.metrics.rejected.labels("invalid").inc(len(results) - len(prepared))
+    outcome = Ingested(results, batch.errors)
     if not prepared:
         return outcome
     sequenced = await node.sequencer.append(prepared)
@@ -119,12 +109,6 @@ async def sequence_items(node: Node, caller: Caller, items: list[Any]) -> Ingest
     return outcome
 
 
-async def ingest_items(node: Node, caller: Caller, items: list[Any]) -> Response:
-    """Prepare, sequence and answer for a batch of decoded items."""
-    outcome = await sequence_items(node, caller, items)
-    return answer(outcome)
-
-
 def answer(outcome: Ingested, **extra: Any) -> Response:
     """The answer to a batch: 200 with per-item results, or 422 if nothing was taken."""
     if not outcome.accepted and not outcome.duplicates and outcome.errors:
@@ -141,13 +125,3 @@ def answer(outcome: Ingested, **extra: Any) -> Response:
         **extra,
         "results": outcome.results,
     })
-
-
-def _rejected(item: Any, reason: str) -> dict[str, Any]:
-    event_id = item.get("id") if isinstance(item, dict) else None
-    return {
-        "id": event_id if isinstance(event_id, str) else None,
-        "index": None,
-        "status": "rejected",
-        "error": reason,
-    }

@@ -3,7 +3,7 @@
 Both take a body in a format that systems already emit, decode it with
 :func:`auditfed.sources.decode` (one normalised event or one error per source record)
 and hand the events to the same pipeline as ``POST /v1/events``
-(:func:`~auditfed.api.ingest_routes.sequence_items`: validate, bind to the caller,
+(:mod:`auditfed.ingest.pipeline`, then the sequencer: validate, bind to the caller,
 identity, redaction, canonical bytes, group commit). The answer comes once every
 accepted event is durable. A record that does not decode, or whose event the pipeline
 refuses, is rejected on its own; the good records of the request are kept. Nothing
@@ -55,33 +55,24 @@ with the trailing space a header value cannot hold.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from auditfed.api.deps import WRITERS, authorise, node_of
-from auditfed.api.ingest_routes import Ingested, answer, sequence_items
+from auditfed.api.ingest_routes import Ingested, answer, prepare_body, sequence_batch
 from auditfed.api.problems import problem_for
-from auditfed.api.responses import read_body
-from auditfed.errors import AuditfedError, NotFound, PayloadTooLarge, Unavailable
-from auditfed.identity.tokens import Caller
-from auditfed.ingest.body import BadItem, inflate
+from auditfed.errors import AuditfedError, NotFound, Unavailable
 from auditfed.node import Node
-from auditfed.sources import ALIASES, DECODERS, Decoded, RecordError, decode, otlp
+from auditfed.sources import ALIASES, DECODERS, Decoded, otlp
 from auditfed.sources.base import UnsupportedContentType, media_type
 
 router = APIRouter(tags=["sources"])
 
 #: Formats of ``/v1/ingest/{format}`` (OTLP has its own endpoint, ``/v1/logs``).
 INGEST_FORMATS = tuple(name for name in DECODERS if name != "otlp")
-#: The attribute that keeps a normaliser's service name when the token's wins.
-ORIGIN_SERVICE = "origin.service"
-GZIP_MAGIC = b"\x1f\x8b"
 #: Decoder options a request may give as query parameters (a ``log_line_prefix`` often
 #: ends in a space, which an HTTP header value cannot carry).
 QUERY_OPTIONS = ("log_line_prefix", "prefix_regex", "skip_non_audit", "cluster")
-GZIP_TYPES = ("application/gzip", "application/x-gzip")
 
 
 class Overloaded(Unavailable):
@@ -102,45 +93,6 @@ def _check_load(node: Node) -> None:
     if pending > max_pending(node):
         node.metrics.rejected.labels("overloaded").inc()
         raise Overloaded(f"{pending} events are waiting to be committed; retry shortly")
-
-
-def _check_count(node: Node, decoded: Decoded) -> None:
-    limit = node.settings.max_events_per_request
-    if len(decoded.items) > limit:
-        raise PayloadTooLarge(
-            f"{len(decoded.items)} records in one request; the limit is {limit}"
-        )
-
-
-def _items(decoded: Decoded) -> list[Any]:
-    """Decoded records as pipeline items: events, or BadItems carrying the decode error."""
-    return [BadItem(i, item.message) if isinstance(item, RecordError) else item
-            for i, item in enumerate(decoded.items)]
-
-
-def bind_normalised_service(items: list[Any], caller: Caller) -> None:
-    """A source token's service replaces a normaliser's default (kept as an attribute)."""
-    bound = caller.service if caller.role == "source" else None
-    if bound is None:
-        return
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        source = item.get("source")
-        if not isinstance(source, dict):
-            continue
-        named = source.get("service")
-        if named is not None and named != bound:
-            attributes = item.get("attributes")
-            if not isinstance(attributes, dict):
-                attributes = item["attributes"] = {}
-            attributes.setdefault(ORIGIN_SERVICE, named)
-        source["service"] = bound
-
-
-async def _body(request: Request, node: Node) -> bytes:
-    limit = node.settings.max_body_bytes
-    return inflate(await read_body(request, limit), request.headers.get("content-encoding"), limit)
 
 
 # --- OTLP/HTTP logs -------------------------------------------------------------------
@@ -201,27 +153,25 @@ async def post_logs(request: Request) -> Response:
                 "application/x-protobuf or application/json"
             )
         _check_load(node)
-        body = await _body(request, node)
         options = {"service": caller.service} if caller.service else None
-        decoded = decode("otlp", body, content_type, request.headers, options=options)
-        _check_count(node, decoded)
-        items = _items(decoded)
-        outcome = await sequence_items(node, caller, items) if decoded.events else None
+        batch = await prepare_body(request, node, caller, "otlp", options)
+        outcome = await sequence_batch(node, batch)
     except AuditfedError as exc:
         return _otlp_failure(exc, protobuf)
-    refused = _refused(outcome, items, decoded) if outcome else []
+    decoded: Decoded = batch.decoded
+    refused = _refused(outcome, decoded)
     payload, media = otlp.partial_success(
         decoded, extra_rejected=len(refused), extra_messages=tuple(refused[:10])
     )
     return Response(payload, 200, media_type=media)
 
 
-def _refused(outcome: Ingested, items: list[Any], decoded: Decoded) -> list[str]:
+def _refused(outcome: Ingested, decoded: Decoded) -> list[str]:
     """Why the pipeline refused records that decoded (e.g. an invalid mapped event)."""
     return [
         f"record {decoded.positions[i]}: {result.get('error')}"
         for i, result in enumerate(outcome.results)
-        if result.get("status") == "rejected" and not isinstance(items[i], BadItem)
+        if result.get("status") == "rejected" and decoded.items[i] is None
     ]
 
 
@@ -244,22 +194,13 @@ async def post_ingest(request: Request, format: str) -> Response:
             "(OTLP logs go to /v1/logs)"
         )
     _check_load(node)
-    body = await _body(request, node)
-    content_type = request.headers.get("content-type")
-    if body[:2] == GZIP_MAGIC:
-        body = inflate(body, "gzip", node.settings.max_body_bytes)  # a .json.gz file
-        if media_type(content_type) in GZIP_TYPES:
-            content_type = None
     options = {k: v for k, v in request.query_params.items() if k in QUERY_OPTIONS}
-    decoded = decode(name, body, content_type, request.headers, options=options)
-    _check_count(node, decoded)
-    items = _items(decoded)
-    bind_normalised_service(items, caller)
-    outcome = await sequence_items(node, caller, items)
-    positions = decoded.positions
+    batch = await prepare_body(request, node, caller, name, options)
+    outcome = await sequence_batch(node, batch)
+    positions = batch.decoded.positions
     for i, result in enumerate(outcome.results):
         result["record"] = positions[i]
     for error in outcome.errors:
         error["record"] = positions[error["item"]]
-    return answer(outcome, format=name, skipped=decoded.skipped)
+    return answer(outcome, format=name, skipped=batch.decoded.skipped)
 

@@ -128,6 +128,8 @@ def serve(
     max_body_bytes: Annotated[int | None, typer.Option()] = None,
     max_events_per_request: Annotated[int | None, typer.Option()] = None,
     checkpoint_interval: Annotated[float | None, typer.Option()] = None,
+    ingest_workers: Annotated[int | None, typer.Option(
+        help="processes preparing events [one per core]")] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
     log_format: Annotated[str | None, typer.Option()] = None,
     node_name: Annotated[str | None, typer.Option(help="this node's name in a federation")] = None,
@@ -141,8 +143,9 @@ def serve(
     settings = _settings(
         data, config, listen=listen, store=store, demo=demo, fsync=fsync,
         max_body_bytes=max_body_bytes, max_events_per_request=max_events_per_request,
-        checkpoint_interval=checkpoint_interval, log_level=log_level, log_format=log_format,
-        node_name=node_name, upstream=upstream, upstream_token=upstream_token,
+        checkpoint_interval=checkpoint_interval, ingest_workers=ingest_workers,
+        log_level=log_level, log_format=log_format, node_name=node_name, upstream=upstream,
+        upstream_token=upstream_token,
     )
     created = initialise(settings)
     if created is not None:

@@ -144,8 +144,6 @@ class LeaderSequencer(Sequencer):
                 _settle(job.future, error=error)
 
     def _loop(self) -> None:
-        from auditfed.ingest.sequencer import INDEX_BATCH
-
         self._recover_index()
         while True:
             try:
@@ -159,9 +157,8 @@ class LeaderSequencer(Sequencer):
                 except Exception:
                     waiting = False
                 if waiting:
+                    self._wait_for_index()
                     self._commit([])
-                elif self._unindexed:
-                    self._index_pending(INDEX_BATCH)
                 continue
             if not self._process(first):
                 return

@@ -12,12 +12,13 @@ so that the sequencer's critical section only assigns indexes and writes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from auditfed.errors import Forbidden, InvalidEvent
 from auditfed.event import canonical_event_bytes, new_event_id, validate_event
 from auditfed.identity.tokens import Caller
+from auditfed.ingest.body import BadItem
 from auditfed.ledger.hashing import leaf_hash
 from auditfed.store.base import EntryRow
 
@@ -26,12 +27,63 @@ from auditfed.store.base import EntryRow
 Enricher = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(NamedTuple):
+    """An event ready for the sequencer (a named tuple: it crosses processes in bulk)."""
+
     position: int
     row: EntryRow
     #: The id was assigned here, so it cannot be a duplicate of anything stored.
     fresh_id: bool
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """The items of one request judged one by one: prepared events, or errors."""
+
+    prepared: list[Prepared]
+    #: One per item, in order: filled for rejected items, ``{}`` for prepared ones
+    #: (the sequencer's answer fills those).
+    results: list[dict[str, Any]]
+    #: Validation errors, ``{"item", "path", "reason"}`` (also for unparsable items).
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    #: What a source decoder reported besides its events (positions, skipped
+    #: records, record errors): see :meth:`auditfed.sources.Decoded.without_events`.
+    decoded: Any = None
+
+
+def prepare_items(
+    items: list[Any],
+    caller: Caller,
+    observed_time: str,
+    enrichers: tuple[Enricher, ...] = (),
+) -> PreparedBatch:
+    """Prepare every item of a request; a bad item is rejected on its own.
+
+    A source claiming another service raises :class:`~auditfed.errors.Forbidden`
+    for the whole batch.
+    """
+    batch = PreparedBatch([], [{} for _ in items])
+    for position, item in enumerate(items):
+        if isinstance(item, BadItem):
+            batch.errors.append({"item": position, "path": "$", "reason": item.reason})
+            batch.results[position] = _rejected(None, item.reason)
+            continue
+        try:
+            batch.prepared.append(prepare_event(item, position, caller, observed_time, enrichers))
+        except InvalidEvent as exc:
+            batch.errors.extend(exc.errors or [{"item": position, "path": "$", "reason": exc.detail}])
+            batch.results[position] = _rejected(item, exc.detail)
+    return batch
+
+
+def _rejected(item: Any, reason: str) -> dict[str, Any]:
+    event_id = item.get("id") if isinstance(item, dict) else None
+    return {
+        "id": event_id if isinstance(event_id, str) else None,
+        "index": None,
+        "status": "rejected",
+        "error": reason,
+    }
 
 
 def bind_source(event: dict[str, Any], caller: Caller, position: int) -> None:
@@ -45,18 +97,18 @@ def bind_source(event: dict[str, Any], caller: Caller, position: int) -> None:
             )
         return
     source = event.setdefault("source", {"service": caller.service})
-    for field in ("service", "environment"):
-        bound = getattr(caller, field)
+    for name in ("service", "environment"):
+        bound = getattr(caller, name)
         if bound is None:
             continue
-        claimed = source.get(field)
+        claimed = source.get(name)
         if claimed is not None and claimed != bound:
             raise Forbidden(
-                f"item {position}: source.{field} {claimed!r} is not this token's {field} "
+                f"item {position}: source.{name} {claimed!r} is not this token's {name} "
                 f"{bound!r}",
                 item=position,
             )
-        source[field] = bound
+        source[name] = bound
     workload = caller.workload
     if workload is not None and event["actor"]["id"] in (workload.pipeline, workload.subject):
         # The workload's own token proves who this actor is (and, for a CI pipeline,

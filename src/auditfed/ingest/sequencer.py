@@ -10,13 +10,12 @@ commit that is always fsynced; a checkpoint is published only after that commit,
 no published checkpoint can cover entries a crash or power loss could take back.
 
 The index trails the log. A commit writes only the log (entries and tiles): that is
-what an acknowledgement waits for. The committed rows stay in memory and go to the
-index (searchable columns and the deduplication key) in batches of ``INDEX_BATCH``
-whenever the queue is idle for ``IDLE_INDEX_DELAY``, and also under load once more
-than ``MAX_INDEX_LAG`` rows wait, which bounds both the lag and the memory and
-throttles ingest to what the index sustains. Random-key index inserts are the most
-expensive write a store does; batching them makes them several times cheaper per
-event. A restart re-reads what the index missed from the entries themselves.
+what an acknowledgement waits for. The committed rows then go to the
+:class:`~auditfed.ingest.indexer.Indexer`, which writes the query index in its own
+thread while the next commits proceed. At most ``MAX_INDEX_LAG`` rows may wait for
+it: beyond that, commits wait, which bounds both the lag and the memory and
+throttles ingest to what the index sustains. A restart re-reads what the index
+missed from the entries themselves.
 
 Deduplication: an event is identified by ``(source.service, id)``. Re-sending it
 answers ``duplicate`` with the original index, also within one commit group: keys
@@ -35,11 +34,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 
 from auditfed.errors import StoreError, Unavailable
 from auditfed.event.model import format_time
+from auditfed.ingest.indexer import Indexer
 from auditfed.ingest.prepare import Prepared, entry_row
 from auditfed.ledger import Checkpoint, Signer, TreeAppender, root_at, sign_checkpoint
 from auditfed.store.base import CheckpointRecord, EntryRow, Store
@@ -47,8 +48,9 @@ from auditfed.store.base import CheckpointRecord, EntryRow, Store
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Sequenced:
+class Sequenced(NamedTuple):
+    """Where an event went: its log index, and whether it was stored before."""
+
     index: int
     duplicate: bool
 
@@ -75,9 +77,8 @@ def _settle(future: Future, result: object = None, *, error: BaseException | Non
         else:
             future.set_result(result)
 
-INDEX_BATCH = 20_000
 MAX_INDEX_LAG = 100_000
-IDLE_INDEX_DELAY = 0.02
+RECOVERY_CHUNK = 20_000
 
 
 class Sequencer:
@@ -97,10 +98,9 @@ class Sequencer:
         self.tree = TreeAppender.load(store.size(), store)
         self.latest_checkpoint = store.latest_checkpoint()
         self._check_against_checkpoint()
-        self._unindexed: list[tuple[int, Sequence[EntryRow]]] = []
+        self.indexer = Indexer(store)
         self._unindexed_rows = 0
         self._unindexed_keys: dict[tuple[str, str], int] = {}
-        self.indexed_size = store.indexed_size()
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="auditfed-sequencer", daemon=True)
         self._stopped = False
@@ -139,6 +139,10 @@ class Sequencer:
                 "run 'auditfed verify'"
             )
 
+    @property
+    def indexed_size(self) -> int:
+        return self.indexer.indexed_size
+
     def wait_indexed(self, timeout: float = 2.0) -> bool:
         """Wait until the query index covers what is committed now (read your writes)."""
         target = self.tree.size
@@ -149,6 +153,7 @@ class Sequencer:
 
     # --- lifecycle ---
     def start(self) -> None:
+        self.indexer.start()
         self._thread.start()
         if self.latest_checkpoint is None or self.latest_checkpoint.size < self.size:
             self.checkpoint_now()
@@ -195,72 +200,53 @@ class Sequencer:
     # --- the writer thread ---
     def _run(self) -> None:
         self._recover_index()
-        while True:
-            try:
-                first = self._queue.get(timeout=IDLE_INDEX_DELAY if self._unindexed else None)
-            except queue.Empty:
-                self._index_pending(INDEX_BATCH)
-                continue
-            if not self._process(first):
-                return
+        while self._process(self._queue.get()):
+            pass
 
     def _process(self, first: _Job | object) -> bool:
         """Handle one queued item and everything waiting behind it (one group
         commit); False once told to stop."""
         if first is _STOP:
-            self._index_pending(None)
+            self.indexer.stop()
             return False
         jobs, stop = self._gather(first)  # type: ignore[arg-type]
         appends = [job for job in jobs if job.items is not None]
         if appends:
+            self._wait_for_index()
             self._commit(appends)
         for job in jobs:
             if job.items is None:
                 self._sign(job)
-        if self._unindexed_rows >= MAX_INDEX_LAG:
-            self._index_pending(INDEX_BATCH)
         if stop:
-            self._index_pending(None)
+            self.indexer.stop()
             return False
         return True
 
     def _recover_index(self) -> None:
         """Queue for indexing what the log holds beyond the index (after a crash)."""
-        for start in range(self.indexed_size, self.tree.size, INDEX_BATCH):
-            entries = self.store.entries(start, min(self.tree.size, start + INDEX_BATCH))
+        end = self.tree.size
+        for start in range(self.indexed_size, end, RECOVERY_CHUNK):
+            entries = self.store.entries(start, min(end, start + RECOVERY_CHUNK))
             self._await_index(start, [entry_row(orjson.loads(data), data) for _, data in entries])
+            self._wait_for_index()
 
     def _await_index(self, first_index: int, rows: Sequence[EntryRow]) -> None:
-        self._unindexed.append((first_index, rows))
         self._unindexed_rows += len(rows)
         keys = self._unindexed_keys
         for offset, row in enumerate(rows):
             keys[(row.service, row.event_id)] = first_index + offset
+        self.indexer.submit(first_index, rows)
 
-    def _index_pending(self, limit: int | None) -> None:
-        """Write waiting rows to the index: about ``limit`` rows, or all of them."""
-        taken: list[tuple[int, Sequence[EntryRow]]] = []
-        count = 0
-        while self._unindexed and (limit is None or count < limit):
-            first_index, rows = self._unindexed.pop(0)
-            taken.append((first_index, rows))
-            count += len(rows)
-        if not taken:
-            return
-        try:
-            with self.store.transaction() as tx:
-                for first_index, rows in taken:
-                    tx.index_entries(first_index, rows)
-        except Exception:
-            log.exception("indexing failed; will retry")
-            self._unindexed = taken + self._unindexed
-            return
-        self._unindexed_rows -= count
-        for _, rows in taken:
-            for row in rows:
-                self._unindexed_keys.pop((row.service, row.event_id), None)
-        first_index, rows = taken[-1]
-        self.indexed_size = first_index + len(rows)
+    def _wait_for_index(self) -> None:
+        """Forget the keys of indexed rows; wait while too many rows wait for the index."""
+        while True:
+            for _, rows in self.indexer.take_indexed():
+                self._unindexed_rows -= len(rows)
+                for row in rows:
+                    self._unindexed_keys.pop((row.service, row.event_id), None)
+            if self._unindexed_rows < MAX_INDEX_LAG:
+                return
+            self.indexer.wait_progress(0.5)
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         """Everything waiting now, up to the commit size cap."""
@@ -322,7 +308,10 @@ class Sequencer:
         self, jobs: list[_Job], stored: dict[tuple[str, str], int]
     ) -> tuple[list[list[Sequenced]], list[EntryRow]]:
         next_index = self.tree.size
-        seen = self._unindexed_keys | stored
+        waiting = self._unindexed_keys
+        # Keys of this group; waiting and stored keys are looked up in place: copying
+        # the (up to MAX_INDEX_LAG) waiting keys per commit would cost more than the commit.
+        group: dict[tuple[str, str], int] = {}
         rows: list[EntryRow] = []
         results: list[list[Sequenced]] = []
         for job in jobs:
@@ -330,13 +319,19 @@ class Sequencer:
             for prepared in job.items or ():
                 row = prepared.row
                 key = (row.service, row.event_id)
-                index = None if prepared.fresh_id else seen.get(key)
+                index = None
+                if not prepared.fresh_id:
+                    index = group.get(key)
+                    if index is None:
+                        index = waiting.get(key)
+                        if index is None:
+                            index = stored.get(key)
                 if index is not None:
                     answers.append(Sequenced(index, duplicate=True))
                     continue
                 index = next_index + len(rows)
                 rows.append(row)
-                seen[key] = index
+                group[key] = index
                 answers.append(Sequenced(index, duplicate=False))
             results.append(answers)
         return results, rows

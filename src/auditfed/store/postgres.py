@@ -63,6 +63,7 @@ from auditfed.store.base import (
     DeliveryRecord,
     EntryRow,
     FederatedNodeRecord,
+    IndexTransaction,
     Store,
     TokenRecord,
     WriteTransaction,
@@ -321,7 +322,7 @@ def _errors(what: str) -> Iterator[None]:
         raise StoreError(f"PostgreSQL {what} failed: {exc}") from exc
 
 
-class _PGWrite(WriteTransaction):
+class _PGWrite(WriteTransaction, IndexTransaction):
     def __init__(self, store: PostgresStore, conn: psycopg.Connection) -> None:
         self.store = store
         self.conn = conn

@@ -13,6 +13,14 @@ Concurrency: one writer connection, used only by the sequencer thread; one reade
 connection per thread. WAL lets readers see the last commit while the writer works.
 Other processes (``auditfed token create``) may write too; ``busy_timeout`` makes
 them wait their turn.
+
+The query index lives in a second file beside the log (``<name>.index.db``), with
+its own writer connection: SQLite has one write lock per file, so index writes
+(random-key B-tree inserts, the most expensive writes the store makes) run
+concurrently with log commits instead of between them. Reader connections attach
+it, so queries join ``event_index`` with ``events`` as if they were one database.
+The index is derived from the log and not fsynced: after a power loss it may
+trail, and the sequencer re-indexes the tail from the log at start.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from auditfed.store.base import (
     DeliveryRecord,
     EntryRow,
     FederatedNodeRecord,
+    IndexTransaction,
     Store,
     TokenRecord,
     WriteTransaction,
@@ -150,6 +159,39 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (size, witness)
     );
     """,
+    # The query index moved to its own file (INDEX_MIGRATIONS); it is rebuilt there
+    # from the log.
+    """
+    DROP TABLE event_index;
+    DELETE FROM meta WHERE key = 'indexed_size';
+    """,
+)
+
+#: Schema of the query index file (its own ``PRAGMA user_version``).
+INDEX_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE index_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE event_index (
+        idx INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        time TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        principal TEXT,
+        resource TEXT,
+        trace_id TEXT,
+        environment TEXT,
+        outcome TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX event_index_source_id ON event_index (service, event_id);
+    CREATE INDEX event_index_time ON event_index (time);
+    CREATE INDEX event_index_action ON event_index (action);
+    CREATE INDEX event_index_actor ON event_index (actor);
+    CREATE INDEX event_index_principal ON event_index (principal);
+    CREATE INDEX event_index_resource ON event_index (resource);
+    CREATE INDEX event_index_trace ON event_index (trace_id);
+    """,
 )
 
 _INSERT_EVENT = "INSERT INTO events (idx, data) VALUES (?, ?)"
@@ -182,12 +224,15 @@ def _alert_of(row: Sequence[object]) -> AlertRecord:
 
 
 class _SQLiteWrite(WriteTransaction):
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, lookup: sqlite3.Connection) -> None:
         self.conn = conn
+        #: A reader that sees the index file (the writer must not attach it: its
+        #: ``BEGIN IMMEDIATE`` would take the index file's write lock too).
+        self.lookup = lookup
 
     def existing_indexes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         found: dict[tuple[str, str], int] = {}
-        lookup = self.conn.execute
+        lookup = self.lookup.execute
         for service, event_id in keys:
             row = lookup(
                 "SELECT idx FROM event_index WHERE service = ? AND event_id = ?", (service, event_id)
@@ -200,20 +245,6 @@ class _SQLiteWrite(WriteTransaction):
         self.conn.executemany(
             _INSERT_EVENT,
             [(first_index + i, r.data) for i, r in enumerate(rows)],
-        )
-
-    def index_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
-        self.conn.executemany(
-            _INSERT_INDEX,
-            [
-                (first_index + i, r.service, r.event_id, r.time, r.action, r.actor, r.principal,
-                 r.resource, r.trace_id, r.environment, r.outcome)
-                for i, r in enumerate(rows)
-            ],
-        )
-        self.conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('indexed_size', ?)",
-            (str(first_index + len(rows)),),
         )
 
     def put_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
@@ -230,6 +261,25 @@ class _SQLiteWrite(WriteTransaction):
         )
 
 
+class _SQLiteIndexWrite(IndexTransaction):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def index_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
+        self.conn.executemany(
+            _INSERT_INDEX,
+            [
+                (first_index + i, r.service, r.event_id, r.time, r.action, r.actor, r.principal,
+                 r.resource, r.trace_id, r.environment, r.outcome)
+                for i, r in enumerate(rows)
+            ],
+        )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO index_state (key, value) VALUES ('indexed_size', ?)",
+            (str(first_index + len(rows)),),
+        )
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
         self.path = Path(path)
@@ -241,17 +291,27 @@ class SQLiteStore(Store):
         self._readers_lock = threading.Lock()
         self._side: sqlite3.Connection | None = None
         self._side_lock = threading.Lock()
-        self._writer = self._connect(writer=True)
-        self._migrate()
+        self.index_path = self.path.with_name(f"{self.path.stem}.index.db")
+        self._writer = self._open(self.path, fsync=fsync, writer=True)
+        self._migrate(self._writer, MIGRATIONS)
+        # The index is derived from the log: its commits need no fsync.
+        self._index_writer = self._open(self.index_path, fsync=False, writer=True)
+        self._migrate(self._index_writer, INDEX_MIGRATIONS)
 
     # --- connections ---
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        """A connection to the log; a reader's also sees the query index."""
+        conn = self._open(self.path, fsync=self.fsync, writer=writer)
+        if not writer:
+            conn.execute("ATTACH DATABASE ? AS search", (str(self.index_path),))
+        return conn
+
+    @staticmethod
+    def _open(path: Path, *, fsync: bool, writer: bool) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+            conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             conn.execute("PRAGMA busy_timeout=30000")
             if writer:
                 conn.execute("PRAGMA cache_size=-131072")
@@ -259,7 +319,7 @@ class SQLiteStore(Store):
                 # copied back to the database once.
                 conn.execute("PRAGMA wal_autocheckpoint=20000")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+            raise StoreError(f"cannot open SQLite store {path}: {exc}") from None
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -271,10 +331,10 @@ class SQLiteStore(Store):
                 self._readers.append(conn)
         return conn
 
-    def _migrate(self) -> None:
-        conn = self._writer
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for number, script in enumerate(migrations[version:], start=version + 1):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in script.split(";"):
@@ -296,7 +356,7 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _SQLiteWrite(conn)
+                yield _SQLiteWrite(conn, self._reader())
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -306,6 +366,20 @@ class SQLiteStore(Store):
         finally:
             if upgrade:
                 conn.execute("PRAGMA synchronous=NORMAL")
+
+    @contextmanager
+    def index_transaction(self) -> Iterator[IndexTransaction]:
+        conn = self._index_writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SQLiteIndexWrite(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite index write failed: {exc}") from exc
 
     # --- the log ---
     def size(self) -> int:
@@ -348,8 +422,10 @@ class SQLiteStore(Store):
             conn.close()
 
     def indexed_size(self) -> int:
-        value = self.get_meta("indexed_size")
-        return int(value) if value else 0
+        row = self._reader().execute(
+            "SELECT value FROM index_state WHERE key = 'indexed_size'"
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     # --- checkpoints ---
     def latest_checkpoint(self) -> CheckpointRecord | None:
@@ -633,3 +709,4 @@ class SQLiteStore(Store):
                 self._side.close()
                 self._side = None
         self._writer.close()
+        self._index_writer.close()
