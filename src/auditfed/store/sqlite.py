@@ -188,9 +188,12 @@ INDEX_MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX event_index_time ON event_index (time);
     CREATE INDEX event_index_action ON event_index (action);
     CREATE INDEX event_index_actor ON event_index (actor);
-    CREATE INDEX event_index_principal ON event_index (principal);
-    CREATE INDEX event_index_resource ON event_index (resource);
-    CREATE INDEX event_index_trace ON event_index (trace_id);
+    -- Partial: many events have no principal, resource or trace, and an index entry
+    -- for NULL would cost an insert per event for nothing (queries on these columns
+    -- always imply NOT NULL, so the planner still uses them).
+    CREATE INDEX event_index_principal ON event_index (principal) WHERE principal IS NOT NULL;
+    CREATE INDEX event_index_resource ON event_index (resource) WHERE resource IS NOT NULL;
+    CREATE INDEX event_index_trace ON event_index (trace_id) WHERE trace_id IS NOT NULL;
     """,
 )
 
