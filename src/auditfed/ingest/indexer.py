@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from auditfed.batches import drain
 from auditfed.store.base import EntryRow, Store
 
 log = logging.getLogger(__name__)
@@ -79,21 +80,9 @@ class Indexer:
             first = self._queue.get()
             if first is _STOP:
                 break
-            batch, stop = self._gather(first)  # type: ignore[arg-type]
+            batch, stop = drain(self._queue, first, stop=_STOP, cap=INDEX_BATCH,
+                                size=lambda rows: len(rows[1]))
             self._write(batch)
-
-    def _gather(self, first: Rows) -> tuple[list[Rows], bool]:
-        batch, count = [first], len(first[1])
-        while count < INDEX_BATCH:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)  # type: ignore[arg-type]
-            count += len(item[1])  # type: ignore[index]
-        return batch, False
 
     def _write(self, batch: list[Rows]) -> None:
         while True:

@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import orjson
 
+from auditfed.batches import drain
 from auditfed.errors import StoreError, Unavailable
 from auditfed.event.model import format_time
 from auditfed.ingest.indexer import Indexer
@@ -209,7 +210,8 @@ class Sequencer:
         if first is _STOP:
             self.indexer.stop()
             return False
-        jobs, stop = self._gather(first)  # type: ignore[arg-type]
+        jobs, stop = drain(self._queue, first, stop=_STOP, cap=self.max_commit_events,
+                           size=lambda job: len(job.items or ()))
         appends = [job for job in jobs if job.items is not None]
         if appends:
             self._wait_for_index()
@@ -247,21 +249,6 @@ class Sequencer:
             if self._unindexed_rows < MAX_INDEX_LAG:
                 return
             self.indexer.wait_progress(0.5)
-
-    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
-        """Everything waiting now, up to the commit size cap."""
-        jobs = [first]
-        count = len(first.items or ())
-        while count < self.max_commit_events:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is _STOP:
-                return jobs, True
-            jobs.append(job)  # type: ignore[arg-type]
-            count += len(job.items or ())  # type: ignore[union-attr]
-        return jobs, False
 
     def _commit(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()

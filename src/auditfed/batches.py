@@ -1,0 +1,39 @@
+"""Taking work in batches from a queue: what waits now, up to a cap.
+
+The writer threads (sequencer, indexer, detection) share one rhythm: block for the
+first item, then take whatever else is already waiting without blocking, so that a
+busy thread handles large batches (cheaper per item) and an idle one answers at once.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def drain(
+    source: queue.SimpleQueue[Any],
+    first: T,
+    *,
+    stop: object,
+    size: Callable[[T], int],
+    cap: int,
+) -> tuple[list[T], bool]:
+    """``first`` and the items waiting behind it, until their ``size`` reaches ``cap``.
+
+    Returns the batch and whether the ``stop`` marker was met (it is not in the batch).
+    """
+    batch, count = [first], size(first)
+    while count < cap:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            break
+        if item is stop:
+            return batch, True
+        batch.append(item)
+        count += size(item)
+    return batch, False
