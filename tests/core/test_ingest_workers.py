@@ -164,3 +164,22 @@ def test_an_index_in_the_log_file_moves_to_its_own_file(tmp_path: Path) -> None:
         assert tables == []
     finally:
         server.stop()
+
+
+def test_duplicates_are_found_in_the_index_whatever_the_id(tmp_path: Path) -> None:
+    """After a restart the keys are only in the index: hostile ids must still match."""
+    ids = ["plain", "nul\x00inside", "line\u2028sep", "emoji-\U0001f600", "quote\"and'\\", " "]
+    events = [{"id": i, "action": "db.read", "actor": {"id": "u"}} for i in ids]
+    server = Server(tmp_path / "data", "--ingest-workers", "0").start()
+    token = server.token("source", service="billing")
+    try:
+        first = _post(server, token, events).json()
+        assert first["accepted"] == len(ids)
+        server.stop()
+        server.start()
+        assert _wait_for(lambda: server.indexed_size() >= len(ids))
+        again = _post(server, token, events).json()
+        assert again["duplicates"] == len(ids), again
+        assert [r["index"] for r in again["results"]] == [r["index"] for r in first["results"]]
+    finally:
+        server.stop()

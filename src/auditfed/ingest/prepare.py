@@ -50,6 +50,21 @@ class PreparedBatch:
     #: records, record errors): see :meth:`auditfed.sources.Decoded.without_events`.
     decoded: Any = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Batches come back from ingest workers: plain tuples pickle about three
+        # times faster than named tuples (no class reference per row).
+        flat = [(p.position, p.fresh_id, *p.row) for p in self.prepared]
+        return _unflatten, (flat, self.results, self.errors, self.decoded)
+
+
+def _unflatten(
+    flat: list[tuple[Any, ...]], results: list[dict[str, Any]], errors: list[dict[str, Any]],
+    decoded: Any,
+) -> PreparedBatch:
+    make_row = EntryRow._make
+    prepared = [Prepared(f[0], make_row(f[2:]), f[1]) for f in flat]
+    return PreparedBatch(prepared, results, errors, decoded)
+
 
 def prepare_items(
     items: list[Any],

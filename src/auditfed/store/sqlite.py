@@ -25,6 +25,7 @@ trail, and the sequencer re-indexes the tail from the log at start.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -49,6 +50,8 @@ from auditfed.store.base import (
 )
 from auditfed.store.filters import SQLITE, Query, compile_where
 from auditfed.store.sql import ALERT_COLUMNS, DELIVERY_COLUMNS, TOKEN_COLUMNS, alert_listing
+
+log = logging.getLogger(__name__)
 
 #: Schema migrations, applied in order; ``PRAGMA user_version`` holds how many ran.
 MIGRATIONS: tuple[str, ...] = (
@@ -198,6 +201,10 @@ INDEX_MIGRATIONS: tuple[str, ...] = (
 )
 
 _INSERT_EVENT = "INSERT INTO events (idx, data) VALUES (?, ?)"
+_EXISTING_KEYS = (
+    "SELECT i.idx, i.service, i.event_id FROM json_each(?) AS k JOIN event_index AS i"
+    " ON i.service = json_extract(k.value, '$[0]') AND i.event_id = json_extract(k.value, '$[1]')"
+)
 _INSERT_INDEX = (
     "INSERT INTO event_index (idx, service, event_id, time, action, actor, principal, resource,"
     " trace_id, environment, outcome) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -234,15 +241,18 @@ class _SQLiteWrite(WriteTransaction):
         self.lookup = lookup
 
     def existing_indexes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        found: dict[tuple[str, str], int] = {}
-        lookup = self.lookup.execute
+        # One statement for the whole group: the keys travel as one JSON array and
+        # SQLite probes the unique index for each, without a round trip per key.
+        # json_extract ends a string at U+0000, so such keys are looked up one by one.
+        plain = [key for key in keys if "\x00" not in key[0] + key[1]]
+        rows = self.lookup.execute(_EXISTING_KEYS, (orjson.dumps(plain),)).fetchall() if plain else []
         for service, event_id in keys:
-            row = lookup(
-                "SELECT idx FROM event_index WHERE service = ? AND event_id = ?", (service, event_id)
-            ).fetchone()
-            if row is not None:
-                found[(service, event_id)] = row[0]
-        return found
+            if "\x00" in service + event_id:
+                rows += self.lookup.execute(
+                    "SELECT idx, service, event_id FROM event_index WHERE service = ? AND event_id = ?",
+                    (service, event_id),
+                ).fetchall()
+        return {(service, event_id): index for index, service, event_id in rows}
 
     def append_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
         self.conn.executemany(
@@ -283,6 +293,50 @@ class _SQLiteIndexWrite(IndexTransaction):
         )
 
 
+class _WalCheckpointer:
+    """Copies the WAL back into the database files, in a thread of its own.
+
+    The writers' automatic checkpoints are off: run by the committing thread, a
+    checkpoint (copy the changed pages, fsync the file) stalls the sequencer for its
+    whole length; here it overlaps commits, as SQLite releases the interpreter lock
+    while it works. PASSIVE never blocks a writer or a reader.
+    """
+
+    INTERVAL = 0.5
+
+    def __init__(self, files: list[tuple[Path, bool]]) -> None:
+        self.files = files  # (path, fsync)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="auditfed-wal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        conns = [SQLiteStore._open(path, fsync=fsync, writer=False) for path, fsync in self.files]
+        try:
+            while not self._stop.wait(self.INTERVAL):
+                for conn in conns:
+                    self._checkpoint(conn)
+            for conn in conns:
+                self._checkpoint(conn)
+        finally:
+            for conn in conns:
+                conn.close()
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # e.g. busy: the next round tries again
+            log.warning("WAL checkpoint failed", extra={"error": str(exc)})
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
         self.path = Path(path)
@@ -300,6 +354,16 @@ class SQLiteStore(Store):
         # The index is derived from the log: its commits need no fsync.
         self._index_writer = self._open(self.index_path, fsync=False, writer=True)
         self._migrate(self._index_writer, INDEX_MIGRATIONS)
+        self._wal = _WalCheckpointer([(self.path, fsync), (self.index_path, False)])
+        self._wal_lock = threading.Lock()
+        self._wal_started = False
+
+    def _start_wal_checkpoints(self) -> None:
+        # Started by the first write, not at open: most CLI commands only read.
+        with self._wal_lock:
+            if not self._wal_started:
+                self._wal_started = True
+                self._wal.start()
 
     # --- connections ---
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
@@ -318,9 +382,9 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA busy_timeout=30000")
             if writer:
                 conn.execute("PRAGMA cache_size=-131072")
-                # Fewer, larger WAL checkpoints: a page changed by many commits is
-                # copied back to the database once.
-                conn.execute("PRAGMA wal_autocheckpoint=20000")
+                # WAL checkpoints run in the store's checkpointer thread, not in
+                # the committing one (see _WalCheckpointer).
+                conn.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path}: {exc}") from None
         return conn
@@ -352,6 +416,7 @@ class SQLiteStore(Store):
     # --- writing ---
     @contextmanager
     def transaction(self, *, durable: bool = False) -> Iterator[WriteTransaction]:
+        self._start_wal_checkpoints()
         conn = self._writer
         upgrade = durable and not self.fsync
         if upgrade:
@@ -372,6 +437,7 @@ class SQLiteStore(Store):
 
     @contextmanager
     def index_transaction(self) -> Iterator[IndexTransaction]:
+        self._start_wal_checkpoints()
         conn = self._index_writer
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -703,6 +769,7 @@ class SQLiteStore(Store):
         return row[0]
 
     def close(self) -> None:
+        self._wal.stop()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
