@@ -6,6 +6,10 @@ run). The log is built in-process through the store and the tree appender the
 sequencer uses (the HTTP ingest path is measured by bench_ingest).
 
     python -m bench.bench_log [--entries 1000000]
+    python -m bench.bench_log --data-dir DIR --verify-only   # reuse a built log
+
+A run prints its ``data_dir``; ``--data-dir`` reuses it (building 1M entries is
+slow), ``--verify-only`` skips the proofs to iterate on ``verify``.
 """
 
 from __future__ import annotations
@@ -115,15 +119,27 @@ def verification(data_dir: Path) -> dict:
     }
 
 
-def run(entries: int = 1_000_000) -> dict:
+def run(entries: int = 1_000_000, data_dir: Path | None = None, verify_only: bool = False) -> dict:
     started = time.perf_counter()
-    data_dir = build(entries)
+    if data_dir is None:
+        data_dir = build(entries)
+    else:
+        log = LocalLog(load_settings(None, data_dir=data_dir))
+        entries = log.size()
+        log.close()
     built = time.perf_counter() - started
-    return {"benchmark": "log", "entries": entries, "build_seconds": round(built, 1),
-            "proofs": proofs(data_dir, entries), "verify": verification(data_dir)}
+    result: dict = {"benchmark": "log", "entries": entries, "data_dir": str(data_dir),
+                    "build_seconds": round(built, 1)}
+    if not verify_only:
+        result["proofs"] = proofs(data_dir, entries)
+    result["verify"] = verification(data_dir)
+    return result
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1_000_000)
-    emit(run(parser.parse_args().entries))
+    parser.add_argument("--data-dir", type=Path, help="reuse the log of an earlier run instead of building one")
+    parser.add_argument("--verify-only", action="store_true", help="measure verify only, not the proofs")
+    args = parser.parse_args()
+    emit(run(args.entries, args.data_dir, args.verify_only))

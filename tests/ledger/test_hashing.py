@@ -1,7 +1,9 @@
 from hashlib import sha256
 
+import pytest
+
 from auditfed.ledger import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
-from auditfed.ledger.hashing import fold_subtrees
+from auditfed.ledger.hashing import fold_subtrees, hash_up
 
 
 def test_domain_separated_hashes():
@@ -19,3 +21,12 @@ def test_fold_subtrees_hashes_right_to_left():
     assert fold_subtrees([]) == EMPTY_ROOT
     assert fold_subtrees([a]) == a
     assert fold_subtrees([a, b, c]) == node_hash(a, node_hash(b, c))
+
+
+def test_hash_up_hashes_each_run_to_its_root():
+    a, b, c, d = (bytes([i]) * 32 for i in range(4))
+    assert hash_up(a + b + c + d, 0) == a + b + c + d
+    assert hash_up(a + b + c + d, 1) == node_hash(a, b) + node_hash(c, d)
+    assert hash_up(a + b + c + d, 2) == node_hash(node_hash(a, b), node_hash(c, d))
+    with pytest.raises(ValueError, match="whole runs"):
+        hash_up(a + b + c, 1)

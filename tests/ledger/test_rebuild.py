@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditfed.ledger import TreeRebuilder
+from auditfed.ledger.hashing import hash_up
 from auditfed.ledger.rebuild import compare_tile
 
 from .reference import MemoryTiles, make_leaves
@@ -94,3 +95,20 @@ def test_compare_tile_accepts_wider_stored_tile():
     assert compare_tile((0, 0), b"a" * 64, b"a" * 96) is None
     assert compare_tile((0, 0), b"a" * 64, None).leaf_index == 0
     assert compare_tile((1, 2), b"a" * 64, b"a" * 32 + b"b" * 32).leaf_index == (513 << 8)
+
+
+def test_tile_roots_rebuild_the_tree_above_level_0(log):
+    """Whole tiles fed by their roots (their level-0 tiles checked elsewhere) give the
+    same tree and the same tiles above level 0."""
+    leaves, root, tiles = log
+    whole = SIZE // 256 * 256
+    rebuilder = TreeRebuilder()
+    for start in range(0, whole, 256):
+        rebuilder.feed_tile_root(hash_up(b"".join(leaves[start : start + 256]), 8))
+    rebuilder.feed(leaves[whole:])
+    assert rebuilder.root() == root
+    expected = rebuilder.expected_tiles()
+    assert {key for key in expected if key[0] == 0} == {(0, SIZE // 256)}
+    assert all(tiles[key].startswith(tile) for key, tile in expected.items())
+    with pytest.raises(ValueError, match="inside a tile"):
+        rebuilder.feed_tile_root(root)

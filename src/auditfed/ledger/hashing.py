@@ -29,6 +29,21 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return sha256(b"\x01" + left + right).digest()
 
 
+def hash_up(hashes: bytes, levels: int) -> bytes:
+    """Hash runs of ``2**levels`` sibling hashes pairwise up to their roots.
+
+    ``hashes`` is the concatenation of whole runs (one tile's worth, or many); the
+    result is the concatenation of their roots. One bytes object, not a list of
+    hashes, because this is a whole log's worth of work when verifying it.
+    """
+    pair = 2 * HASH_SIZE
+    if len(hashes) % (HASH_SIZE << levels):
+        raise ValueError(f"{len(hashes)} bytes are not whole runs of {1 << levels} hashes")
+    for _ in range(levels):
+        hashes = b"".join([sha256(b"\x01" + hashes[i : i + pair]).digest() for i in range(0, len(hashes), pair)])
+    return hashes
+
+
 def fold_subtrees(hashes: list[bytes]) -> bytes:
     """Return MTH of consecutive complete subtrees, given left to right, largest first.
 

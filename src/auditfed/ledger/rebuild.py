@@ -101,6 +101,14 @@ class TreeRebuilder:
         """Add the next leaf hashes, in log order."""
         self._appender.extend(leaf_hashes)
 
+    def feed_tile_root(self, root: bytes) -> None:
+        """Add the next whole tile of leaves, at a tile boundary, by its root.
+
+        The caller has compared that level-0 tile itself (see
+        :meth:`TreeAppender.append_tile_root`): :meth:`check` covers the levels above.
+        """
+        self._appender.append_tile_root(root)
+
     def expected_tiles(self) -> dict[TileKey, bytes]:
         """Return (and forget) the recomputed tiles changed since the last call."""
         return self._appender.take_dirty_tiles()

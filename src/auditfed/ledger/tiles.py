@@ -23,7 +23,7 @@ from itertools import islice
 from typing import Protocol, Self
 
 from auditfed.errors import StoreError
-from auditfed.ledger.hashing import HASH_SIZE, fold_subtrees
+from auditfed.ledger.hashing import HASH_SIZE, fold_subtrees, hash_up
 from auditfed.ledger.tree import (
     Node,
     Range,
@@ -84,16 +84,7 @@ def _node_from_tile(node: Node, tile: bytes | None) -> bytes:
     data = (tile or b"")[first * HASH_SIZE : (first + count) * HASH_SIZE]
     if len(data) != count * HASH_SIZE:
         raise StoreError(f"tile {tile_key(node)} is missing or too short for node at height {height}, index {index}")
-    hashes = [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
-    return _hash_up(hashes, shift)
-
-
-def _hash_up(hashes: list[bytes], levels: int) -> bytes:
-    """Hash ``2**levels`` sibling hashes pairwise up to their common root."""
-    for _ in range(levels):
-        pairs = zip(hashes[::2], hashes[1::2], strict=True)
-        hashes = [sha256(b"\x01" + left + right).digest() for left, right in pairs]
-    return hashes[0]
+    return hash_up(data, shift)
 
 
 def read_nodes(nodes: Iterable[Node], reader: TileReader) -> dict[Node, bytes]:
@@ -255,13 +246,26 @@ class TreeAppender:
         compact_range.append(node)
         self._size += added
 
+    def append_tile_root(self, root: bytes) -> None:
+        """Append a whole tile of 256 leaves, at a tile boundary, given only its root.
+
+        The level-0 tile itself is not kept (nor returned by :meth:`take_dirty_tiles`):
+        this is for a caller that has it elsewhere, as verification does, which checks
+        level 0 in the processes that hash the leaves and sends on only tile roots.
+        """
+        if self._size % TILE_WIDTH:
+            raise ValueError(f"a tile root cannot be appended at size {self._size}, inside a tile")
+        if len(root) != HASH_SIZE:
+            raise ValueError(f"a tile root must have {HASH_SIZE} bytes, not {len(root)}")
+        self._tile_no[0] += 1
+        self._add_to_tile(1, root)
+        self._merge(root, TILE_HEIGHT)
+
     def _append_full_tile(self, leaves: list[bytes]) -> None:
         """Append 256 leaves at a tile boundary: hash the tile up level by level."""
-        self._done[(0, self._tile_no[0])] = b"".join(leaves)
-        self._tile_no[0] += 1
-        node = _hash_up(leaves, TILE_HEIGHT)
-        self._add_to_tile(1, node)
-        self._merge(node, TILE_HEIGHT)
+        tile = b"".join(leaves)
+        self._done[(0, self._tile_no[0])] = tile
+        self.append_tile_root(hash_up(tile, TILE_HEIGHT))
 
     def _add_to_tile(self, level: int, node: bytes) -> None:
         if level == len(self._tiles):
