@@ -8,7 +8,6 @@ checkpoint. A second signal stops at once.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -18,18 +17,10 @@ import uvicorn
 
 from auditfed.api.app import create_app
 from auditfed.config import Settings
+from auditfed.ingest.workers import tune_garbage_collector
 from auditfed.node import Node
 
 log = logging.getLogger(__name__)
-
-
-def _tune_garbage_collector() -> None:
-    """Ingest allocates many short-lived containers (parsed JSON); the default gen-0
-    threshold (700) makes the collector run every few events and rescan the
-    long-lived heap. Freeze what start-up allocated and collect far less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 class DrainingServer(uvicorn.Server):
@@ -56,7 +47,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     node = Node(settings)
-    _tune_garbage_collector()
+    tune_garbage_collector()
     app = create_app(node)
     config = uvicorn.Config(
         app,
