@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from auditfed.detect.fields import MISSING, text_of
 from auditfed.detect.rules import CorrelationSpec
 
-__all__ = ["CorrelationHit", "CorrelationState", "format_time", "parse_time"]
+__all__ = ["CorrelationFeed", "CorrelationHit", "CorrelationState", "format_time", "parse_time"]
 
 #: Cap on event indexes carried by one alert (the window can be large).
 MAX_INDEXES = 1000
@@ -63,13 +65,17 @@ def format_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass(slots=True, order=True)
+@dataclass(slots=True)
 class _Entry:
+    """One input match in a window; a group's entries are kept in time order (ties by arrival)."""
+
     ts: float
-    seq: int
-    pos: int = field(compare=False)  # position of the input rule in the correlation
-    indexes: tuple[int, ...] = field(compare=False)
-    value: Any = field(compare=False)
+    pos: int  # position of the input rule in the correlation
+    indexes: tuple[int, ...]
+    value: Any
+
+
+_TS = attrgetter("ts")
 
 
 @dataclass(slots=True)
@@ -95,6 +101,40 @@ def _group_text(value: Any) -> str | None:
     return text_of(value)
 
 
+_NO_HITS: tuple[CorrelationHit, ...] = ()
+
+
+class CorrelationFeed:
+    """One input rule of a correlation: its matches' group and value, into the windows."""
+
+    __slots__ = ("_group_getters", "_value_getter", "pos", "state")
+
+    def __init__(self, state: CorrelationState, pos: int) -> None:
+        self.state = state
+        self.pos = pos
+        self._group_getters = tuple(state.spec.inputs[pos].group_getters)
+        self._value_getter = state.spec.inputs[pos].value_getter
+
+    def group_of(self, source: Any) -> tuple[str, ...] | None:
+        """Group-by values of ``source`` (an event, or a child correlation's group).
+
+        ``None`` if one is missing: the match then takes no part in the correlation.
+        """
+        values = []
+        for getter in self._group_getters:
+            value = getter(source)
+            text = value if type(value) is str else _group_text(value)
+            if text is None:
+                return None
+            values.append(text)
+        return tuple(values)
+
+    def add(self, ts: float, indexes: tuple[int, ...], group: tuple[str, ...], source: Any) -> Sequence[CorrelationHit]:
+        """Record the match of ``source`` at ``ts``; return the windows that fire."""
+        value = None if self._value_getter is None else self._value_getter(source)
+        return self.state.add(self.pos, ts, indexes, group, value)
+
+
 class CorrelationState:
     """Windows and dedup state of one correlation rule."""
 
@@ -106,29 +146,16 @@ class CorrelationState:
         self.emitted: dict[str, float] = {}  # key → bucket start
         self.max_ts = -math.inf
         self.late = 0
-        self._seq = 0
         self._last_sweep = -math.inf
         self._n_inputs = len(spec.inputs)
+        #: per input rule, how its matches enter this state
+        self.feeds = [CorrelationFeed(self, pos) for pos in range(len(spec.inputs))]
 
     # -- public --------------------------------------------------------------
 
     @property
     def watermark(self) -> float:
         return self.max_ts - self.lateness
-
-    def group_of(self, pos: int, source: Any) -> tuple[str, ...] | None:
-        """Group-by values of ``source`` (event or child group dict) for input ``pos``."""
-        values = []
-        for getter in self.spec.inputs[pos].group_getters:
-            text = _group_text(getter(source))
-            if text is None:
-                return None
-            values.append(text)
-        return tuple(values)
-
-    def value_of(self, pos: int, source: Any) -> Any:
-        getter = self.spec.inputs[pos].value_getter
-        return None if getter is None else getter(source)
 
     def add(
         self,
@@ -137,11 +164,14 @@ class CorrelationState:
         indexes: tuple[int, ...],
         group: tuple[str, ...],
         value: Any = None,
-    ) -> list[CorrelationHit]:
-        """Record a match of input ``pos`` at time ``ts``; return new firing windows."""
+    ) -> Sequence[CorrelationHit]:
+        """Record a match of input ``pos`` at time ``ts``; return new firing windows.
+
+        A match older than the watermark is counted in :attr:`late` and ignored.
+        """
         if ts < self.max_ts - self.lateness:
             self.late += 1
-            return []
+            return _NO_HITS
         if ts > self.max_ts:
             self.max_ts = ts
             if ts - self._last_sweep >= self.span:
@@ -149,21 +179,24 @@ class CorrelationState:
         entries = self.groups.get(group)
         if entries is None:
             entries = self.groups[group] = []
-        self._seq += 1
-        entry = _Entry(ts, self._seq, pos, indexes, value)
-        if not entries or entries[-1] < entry:
+        else:
+            _evict(entries, self.max_ts - self.lateness - self.span)
+        entry = _Entry(ts, pos, indexes, value)
+        if not entries or entries[-1].ts <= ts:
+            at = len(entries)
             entries.append(entry)
         else:
-            bisect.insort(entries, entry)
-        self._evict(entries)
-        return self._evaluate(group, entries, entry)
+            at = bisect.bisect_right(entries, ts, key=_TS)
+            entries.insert(at, entry)
+        return self._evaluate(group, entries, at)
 
     def sweep(self) -> None:
         """Evict expired entries, empty groups and dedup keys that cannot recur."""
         self._last_sweep = self.max_ts
+        horizon = self.watermark - self.span
         for group in list(self.groups):
             entries = self.groups[group]
-            self._evict(entries)
+            _evict(entries, horizon)
             if not entries:
                 del self.groups[group]
         oldest_bucket = math.floor(self.watermark / self.span) * self.span
@@ -176,39 +209,30 @@ class CorrelationState:
 
     # -- internals -----------------------------------------------------------
 
-    def _evict(self, entries: list[_Entry]) -> None:
-        horizon = self.watermark - self.span
-        if entries and entries[0].ts < horizon:
-            cut = 0
-            while cut < len(entries) and entries[cut].ts < horizon:
-                cut += 1
-            del entries[:cut]
-
-    def _evaluate(self, group: tuple[str, ...], entries: list[_Entry], new: _Entry) -> list[CorrelationHit]:
+    def _evaluate(self, group: tuple[str, ...], entries: list[_Entry], at: int) -> Sequence[CorrelationHit]:
+        """Check every window holding ``entries[at]``: those ending at it or up to a span later."""
         span = self.span
+        last_end = entries[at].ts + span
         hits: list[CorrelationHit] = []
-        seen_buckets: set[float] = set()
-        start_i = bisect.bisect_left(entries, new)
-        # candidate window ends: the new entry and later entries within one span of it
-        j = start_i
+        fired = math.nan  # the bucket of the last hit (window ends only grow)
+        j = at
         n = len(entries)
-        while j < n and entries[j].ts <= new.ts + span:
+        while j < n and entries[j].ts <= last_end:
             end = entries[j].ts
             # the window includes every entry with ts == end (ties)
             k = j
             while k + 1 < n and entries[k + 1].ts == end:
                 k += 1
             bucket = math.floor(end / span) * span
-            if bucket not in seen_buckets:
-                lo = bisect.bisect_left(entries, end - span, key=_ts)
-                window = entries[lo : k + 1]
-                if lo <= start_i <= k:
-                    hit = self._check(group, window, bucket)
+            if bucket != fired:
+                lo = bisect.bisect_left(entries, end - span, key=_TS)
+                if lo <= at:
+                    hit = self._check(group, entries[lo : k + 1], bucket)
                     if hit is not None:
-                        seen_buckets.add(bucket)
+                        fired = bucket
                         hits.append(hit)
             j = k + 1
-        return hits
+        return hits or _NO_HITS
 
     def _check(self, group: tuple[str, ...], window: list[_Entry], bucket: float) -> CorrelationHit | None:
         spec = self.spec
@@ -260,8 +284,10 @@ class CorrelationState:
         )
 
 
-def _ts(entry: _Entry) -> float:
-    return entry.ts
+def _evict(entries: list[_Entry], horizon: float) -> None:
+    """Drop the entries older than ``horizon`` (they can share no window with a new match)."""
+    if entries and entries[0].ts < horizon:
+        del entries[: bisect.bisect_left(entries, horizon, key=_TS)]
 
 
 def _number(value: Any) -> float | None:

@@ -65,46 +65,71 @@ def resolve(obj: Any, parts: tuple[str, ...]) -> Any:
 def compile_path(path: str | tuple[str, ...]) -> Getter:
     """Return a fast getter ``get(event) -> value | MISSING`` for a dotted path.
 
-    The fast path walks nested dicts; anything else (a list on the way, a literal
-    dotted key, an absent key) falls back to :func:`resolve`.
+    The getter walks nested dicts key by key, which is what :func:`resolve` finds
+    first. It falls back to :func:`resolve` only when that could find something
+    else: a list on the way, or a literal dotted key (``"a.b"``) in a dict the walk
+    passed. An absent field, the common case of optional fields, costs a walk and a
+    few set-membership tests.
     """
     parts = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
     if len(parts) == 1:
         key = parts[0]
 
         def get1(obj: Any) -> Any:
-            value = obj.get(key, MISSING)
-            if value is MISSING or type(value) is list:
-                return resolve(obj, parts)
-            return value
+            return obj.get(key, MISSING)
 
         return get1
     if len(parts) == 2:
         k1, k2 = parts
+        dotted = ".".join(parts)
 
         def get2(obj: Any) -> Any:
-            inner = obj.get(k1)
+            inner = obj.get(k1, MISSING)
             if type(inner) is dict:
                 value = inner.get(k2, MISSING)
-                if value is not MISSING and type(value) is not list:
+                if value is not MISSING:
                     return value
-            return resolve(obj, parts)
+            elif type(inner) is list:
+                return resolve(obj, parts)
+            return obj.get(dotted, MISSING)
 
         return get2
+    dotted_keys = _dotted_keys(parts)
 
     def getn(obj: Any) -> Any:
         current = obj
         for part in parts:
             if type(current) is not dict:
-                return resolve(obj, parts)
+                break
             current = current.get(part, MISSING)
-            if current is MISSING:
-                return resolve(obj, parts)
-        if type(current) is list:
-            return resolve(obj, parts)
-        return current
+        else:
+            if current is not MISSING:
+                return current
+        return MISSING if _absent(obj, parts, dotted_keys) else resolve(obj, parts)
 
     return getn
+
+
+def _dotted_keys(parts: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Per depth, the literal dotted keys :func:`resolve` would also try there."""
+    return tuple(
+        tuple(".".join(parts[depth:end]) for end in range(depth + 2, len(parts) + 1)) for depth in range(len(parts))
+    )
+
+
+def _absent(obj: Any, parts: tuple[str, ...], dotted_keys: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether :func:`resolve` surely finds nothing: no list and no dotted key on the walk."""
+    current = obj
+    for part, keys in zip(parts, dotted_keys, strict=True):
+        for key in keys:
+            if key in current:
+                return False
+        current = current.get(part, MISSING)
+        if type(current) is list:
+            return False
+        if type(current) is not dict:
+            return True
+    return True
 
 
 def text_of(value: Any) -> str | None:

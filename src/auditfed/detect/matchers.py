@@ -22,18 +22,20 @@ values), so this module maps each resulting value type to a test:
 Anything else (placeholders from ``expand``, query expressions) raises
 :class:`~auditfed.detect.errors.UnsupportedConstruct`.
 
-Each compiled node also yields a *requirement*: a field path and the set of
-lower-cased values one of which the event must hold for the node to match. The
-engine indexes rules by these so that an event is only tested against rules it
-can possibly satisfy.
+A rule compiles to a tree of :class:`Node` objects whose leaves are
+:class:`FieldCheck` (one detection item on one field: a pure function of that
+field's value) or :class:`EventCheck` (keywords and field references, which read
+more of the event). Purity is what makes the engine fast: it reads each field once
+per event for all rules, tests a value once and remembers the outcome.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,13 +74,24 @@ from sigma.types import (
 from auditfed.detect.errors import UnsupportedConstruct
 from auditfed.detect.fields import MISSING, Getter, compile_path, string_leaves, text_of
 
-__all__ = ["Compiled", "DetectionCompiler", "Pred", "Requirement"]
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "DetectionCompiler",
+    "EventCheck",
+    "FieldCheck",
+    "Node",
+    "Not",
+    "Pred",
+]
 
 Pred = Callable[[dict[str, Any]], bool]
+#: test of one scalar value
 Scalar = Callable[[Any], bool]
-FieldTest = Callable[[Any, dict[str, Any]], bool]
-#: field path → lower-cased values, one of which the event must hold.
-Requirement = dict[str, frozenset[str]] | None
+#: test of a field's whole value (a scalar, a list of them, None or MISSING)
+FieldTest = Callable[[Any], bool]
+#: test of a field's value that also reads the event (field references)
+RefTest = Callable[[Any, dict[str, Any]], bool]
 
 _WILD = SpecialChars.WILDCARD_MULTI
 _ONE = SpecialChars.WILDCARD_SINGLE
@@ -91,12 +104,176 @@ _CASED_MODIFIERS = (SigmaBase64Modifier, SigmaBase64OffsetModifier)
 
 
 @dataclass(slots=True)
-class Compiled:
-    """A compiled node: predicate, index requirement and a rough cost for ordering."""
+class _Values:
+    """A detection item's values sorted by how they are tested (see ``_values``)."""
 
-    pred: Pred
-    req: Requirement = None
-    cost: int = 1
+    #: tests of one scalar (wildcards, numbers, regexes, ...)
+    scalars: list[Scalar] = field(default_factory=list)
+    #: lower-cased strings compared for equality
+    plain: set[str] = field(default_factory=set)
+    #: tests of the whole field value (null, exists, grouped expansions)
+    tests: list[FieldTest] = field(default_factory=list)
+    #: field references: tests that also read another field of the event
+    refs: list[RefTest] = field(default_factory=list)
+    cost: int = 0
+
+
+# --------------------------------------------------------------------------- condition tree
+
+
+class Node(ABC):
+    """A node of a compiled condition, with a rough cost (cheap children are tried first).
+
+    The engine evaluates a rule in two ways: :meth:`decide` from the already known
+    results of its :class:`FieldCheck` leaves (computed once per field value and
+    shared by every rule that tests the field), and :meth:`holds` on the event for
+    what :meth:`decide` leaves open (leaves that need the whole event).
+    """
+
+    __slots__ = ("cost",)
+
+    def __init__(self, cost: int) -> None:
+        self.cost = cost
+
+    @abstractmethod
+    def holds(self, event: dict[str, Any]) -> bool:
+        """Whether the condition holds for ``event``."""
+
+    @abstractmethod
+    def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
+        """The result from the known field check results; ``None`` if unknown ones decide it.
+
+        ``known`` gives a field check's result, or ``None`` if it is not known (yet).
+        Event checks are never known here.
+        """
+
+    @abstractmethod
+    def leaves(self) -> Iterator[FieldCheck | EventCheck]:
+        """Every check below this node."""
+
+
+class FieldCheck(Node):
+    """One detection item on one field: a pure function of the field's value.
+
+    Being pure is what lets the engine test a field value once for all rules and
+    remember the outcome for the next event holding the same value.
+    """
+
+    __slots__ = ("get", "path", "test")
+
+    def __init__(self, path: str, get: Getter, test: FieldTest, cost: int) -> None:
+        super().__init__(cost)
+        self.path = path
+        self.get = get
+        self.test = test
+
+    def holds(self, event: dict[str, Any]) -> bool:
+        return self.test(self.get(event))
+
+    def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
+        return known(self)
+
+    def leaves(self) -> Iterator[FieldCheck | EventCheck]:
+        yield self
+
+
+class EventCheck(Node):
+    """A check that reads more than one field (keywords, field references)."""
+
+    __slots__ = ("test",)
+
+    def __init__(self, test: Pred, cost: int) -> None:
+        super().__init__(cost)
+        self.test = test
+
+    def holds(self, event: dict[str, Any]) -> bool:
+        return self.test(event)
+
+    def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
+        return None
+
+    def leaves(self) -> Iterator[FieldCheck | EventCheck]:
+        yield self
+
+
+class AllOf(Node):
+    """Conjunction; children are tried cheapest first."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: list[Node]) -> None:
+        super().__init__(max(c.cost for c in children))
+        self.children = tuple(sorted(children, key=lambda c: c.cost))
+
+    def holds(self, event: dict[str, Any]) -> bool:
+        for child in self.children:
+            if not child.holds(event):
+                return False
+        return True
+
+    def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
+        results = [child.decide(known) for child in self.children]
+        if False in results:
+            return False
+        return None if None in results else True
+
+    def leaves(self) -> Iterator[FieldCheck | EventCheck]:
+        for child in self.children:
+            yield from child.leaves()
+
+
+class AnyOf(Node):
+    """Disjunction; children are tried cheapest first."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: list[Node]) -> None:
+        super().__init__(max(c.cost for c in children))
+        self.children = tuple(sorted(children, key=lambda c: c.cost))
+
+    def holds(self, event: dict[str, Any]) -> bool:
+        for child in self.children:
+            if child.holds(event):
+                return True
+        return False
+
+    def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
+        results = [child.decide(known) for child in self.children]
+        if True in results:
+            return True
+        return None if None in results else False
+
+    def leaves(self) -> Iterator[FieldCheck | EventCheck]:
+        for child in self.children:
+            yield from child.leaves()
+
+
+class Not(Node):
+    """Negation."""
+
+    __slots__ = ("child",)
+
+    def __init__(self, child: Node) -> None:
+        super().__init__(child.cost)
+        self.child = child
+
+    def holds(self, event: dict[str, Any]) -> bool:
+        return not self.child.holds(event)
+
+    def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
+        result = self.child.decide(known)
+        return None if result is None else not result
+
+    def leaves(self) -> Iterator[FieldCheck | EventCheck]:
+        return self.child.leaves()
+
+
+def _and(children: list[Node]) -> Node:
+    return children[0] if len(children) == 1 else AllOf(children)
+
+
+def _or(children: list[Node]) -> Node:
+    return children[0] if len(children) == 1 else AnyOf(children)
 
 
 # --------------------------------------------------------------------------- values
@@ -310,7 +487,9 @@ def _timestamp_part_scalar(value: SigmaTimestampPart) -> Scalar:
 
 
 def _lift(scalar: Scalar) -> FieldTest:
-    def test(v: Any, _ev: dict[str, Any]) -> bool:
+    """A scalar test applied to a field value: a list matches if any element does."""
+
+    def test(v: Any) -> bool:
         if type(v) is list:
             for x in v:
                 if scalar(x):
@@ -321,15 +500,23 @@ def _lift(scalar: Scalar) -> FieldTest:
     return test
 
 
+def _is_null(v: Any) -> bool:
+    return v is MISSING or v is None
+
+
 def _is_present(v: Any) -> bool:
     return v is not MISSING and v is not None and v != []
+
+
+def _is_absent(v: Any) -> bool:
+    return not _is_present(v)
 
 
 # --------------------------------------------------------------------------- compiler
 
 
 class DetectionCompiler:
-    """Compile the detection section of one Sigma rule into a :class:`Compiled`.
+    """Compile the detection section of one Sigma rule into a condition :class:`Node`.
 
     ``event_path`` maps a Sigma field name to an absolute dotted path in the stored
     event (logsource root and field mappings applied); ``keyword_root`` is the path
@@ -349,10 +536,10 @@ class DetectionCompiler:
 
     # -- condition -------------------------------------------------------------
 
-    def compile(self, detections: SigmaDetections) -> Compiled:
-        compiled_detections: dict[str, Compiled] = {}
+    def compile(self, detections: SigmaDetections) -> Node:
+        compiled_detections: dict[str, Node] = {}
 
-        def by_name(name: str) -> Compiled:
+        def by_name(name: str) -> Node:
             if name not in compiled_detections:
                 try:
                     detection = detections.detections[name]
@@ -370,8 +557,8 @@ class DetectionCompiler:
         self,
         node: Any,
         detections: SigmaDetections,
-        by_name: Callable[[str], Compiled],
-    ) -> Compiled:
+        by_name: Callable[[str], Node],
+    ) -> Node:
         if isinstance(node, ConditionIdentifier):
             return by_name(node.identifier)
         if isinstance(node, ConditionSelector):
@@ -384,7 +571,7 @@ class DetectionCompiler:
             children = [by_name(i.identifier) for i in identifiers]
             return _and(children) if node.cond_class is ConditionAND else _or(children)
         if isinstance(node, ConditionNOT):
-            return _not(self._condition(node.args[0], detections, by_name))
+            return Not(self._condition(node.args[0], detections, by_name))
         if isinstance(node, ConditionAND):
             return _and([self._condition(a, detections, by_name) for a in node.args])
         if isinstance(node, ConditionOR):
@@ -393,7 +580,7 @@ class DetectionCompiler:
 
     # -- detections ------------------------------------------------------------
 
-    def _detection(self, detection: SigmaDetection) -> Compiled:
+    def _detection(self, detection: SigmaDetection) -> Node:
         children = [
             self._detection(item) if isinstance(item, SigmaDetection) else self._item(item)
             for item in detection.detection_items
@@ -402,122 +589,99 @@ class DetectionCompiler:
             return _or(children)
         return _and(children)
 
-    def _item(self, item: SigmaDetectionItem) -> Compiled:
+    def _item(self, item: SigmaDetectionItem) -> Node:
         cased_values = any(m in _CASED_MODIFIERS for m in item.modifiers)
         if item.field is None:  # noqa: SIM108
             compiled = self._keywords(item, cased_values)
         else:
             compiled = self._field_item(item, cased_values)
         if item.negated:
-            compiled = _not(compiled)
+            compiled = Not(compiled)
         return compiled
 
-    def _values(
-        self, values: list[Any], field: str | None, cased_values: bool, grouped: bool
-    ) -> tuple[list[Scalar], set[str], list[FieldTest], int]:
-        """Split values into scalar tests, plain case-insensitive strings and field tests.
+    def _values(self, values: list[Any], field_name: str | None, cased_values: bool, grouped: bool) -> _Values:
+        """Sort values into scalar tests, plain case-insensitive strings and field tests.
 
         With ``grouped`` (AND-linked values), each expansion (``base64offset``,
         ``windash``) stays one OR-linked test, as the specification requires.
-        Returns (scalars, plain strings, field tests, cost).
         """
-        scalars: list[Scalar] = []
-        plain: set[str] = set()
-        tests: list[FieldTest] = []
-        cost = 0
+        out = _Values()
         for value in values:
             if isinstance(value, SigmaExpansion):
-                s, p, t, c = self._values(value.values, field, cased_values, False)
-                cost = max(cost, c)
+                inner = self._values(value.values, field_name, cased_values, False)
+                out.cost = max(out.cost, inner.cost)
                 if not grouped:
-                    scalars.extend(s)
-                    plain |= p
-                    tests.extend(t)
-                elif t:
-                    tests.append(_field_or([_lift(_scalar_or(s, p)), *t] if (s or p) else t))
+                    out.scalars.extend(inner.scalars)
+                    out.plain |= inner.plain
+                    out.tests.extend(inner.tests)
+                elif inner.tests:
+                    either = [_lift(_scalar_or(inner.scalars, inner.plain))] if inner.scalars or inner.plain else []
+                    out.tests.append(_field_or(either + inner.tests))
                 else:
-                    scalars.append(_scalar_or(s, p))
+                    out.scalars.append(_scalar_or(inner.scalars, inner.plain))
                 continue
             if isinstance(value, SigmaString):
                 cased = cased_values or isinstance(value, SigmaCasedString)
                 scalar, want, c = _string_scalar(value, cased)
-                cost = max(cost, c)
+                out.cost = max(out.cost, c)
                 if want is not None:
-                    plain.add(want)
+                    out.plain.add(want)
                 else:
-                    scalars.append(scalar)
-                continue
-            if isinstance(value, SigmaNull):
-                tests.append(lambda v, _ev: v is MISSING or v is None)
-            elif isinstance(value, SigmaExists):
-                want_exists = bool(value.exists)
-                tests.append(lambda v, _ev, w=want_exists: _is_present(v) is w)
-            elif isinstance(value, SigmaBool):
-                scalars.append(_bool_scalar(value))
-            elif isinstance(value, SigmaTimestampPart):
-                scalars.append(_timestamp_part_scalar(value))
-                cost = max(cost, 2)
-            elif isinstance(value, SigmaNumber):
-                scalars.append(_number_scalar(value))
-            elif isinstance(value, SigmaRegularExpression):
-                scalars.append(_regex_scalar(value))
-                cost = max(cost, 2)
-            elif isinstance(value, SigmaCIDRExpression):
-                scalars.append(_cidr_scalar(value))
-                cost = max(cost, 2)
-            elif isinstance(value, SigmaCompareExpression):
-                scalars.append(_compare_scalar(value))
+                    out.scalars.append(scalar)
             elif isinstance(value, SigmaFieldReference):
-                if field is None:
+                if field_name is None:
                     raise UnsupportedConstruct("fieldref", "field reference needs a field")
-                tests.append(self._fieldref(value))
-                cost = max(cost, 2)
+                out.refs.append(self._fieldref(value))
+                out.cost = max(out.cost, 2)
             else:
-                raise UnsupportedConstruct(type(value).__name__, "value type is not supported by auditfed's matcher")
-        return scalars, plain, tests, cost
+                self._typed_value(value, out)
+        return out
 
-    def _field_item(self, item: SigmaDetectionItem, cased_values: bool) -> Compiled:
+    @staticmethod
+    def _typed_value(value: Any, out: _Values) -> None:
+        """Add the test of a non-string value (null, exists, numbers, regexes, ...)."""
+        if isinstance(value, SigmaNull):
+            out.tests.append(_is_null)
+        elif isinstance(value, SigmaExists):
+            out.tests.append(_is_present if value.exists else _is_absent)
+        elif isinstance(value, SigmaBool):
+            out.scalars.append(_bool_scalar(value))
+        elif isinstance(value, SigmaTimestampPart):
+            out.scalars.append(_timestamp_part_scalar(value))
+            out.cost = max(out.cost, 2)
+        elif isinstance(value, SigmaNumber):
+            out.scalars.append(_number_scalar(value))
+        elif isinstance(value, SigmaRegularExpression):
+            out.scalars.append(_regex_scalar(value))
+            out.cost = max(out.cost, 2)
+        elif isinstance(value, SigmaCIDRExpression):
+            out.scalars.append(_cidr_scalar(value))
+            out.cost = max(out.cost, 2)
+        elif isinstance(value, SigmaCompareExpression):
+            out.scalars.append(_compare_scalar(value))
+        else:
+            raise UnsupportedConstruct(type(value).__name__, "value type is not supported by auditfed's matcher")
+
+    def _field_item(self, item: SigmaDetectionItem, cased_values: bool) -> Node:
         assert item.field is not None
         path = self.event_path(item.field)
         get = self.getter(path)
         if not item.value:  # empty list of values: field is null
-            return Compiled(lambda ev: (v := get(ev)) is MISSING or v is None, None, 0)
+            return FieldCheck(path, get, _is_null, 0)
         linking_and = item.value_linking is ConditionAND
-        scalars, plain, tests, cost = self._values(item.value, item.field, cased_values, linking_and)
-        if not linking_and:
-            req: Requirement = {path: frozenset(plain)} if plain and not (scalars or tests) else None
-            if not tests:
-                scalar = _scalar_or(scalars, plain)
+        values = self._values(item.value, item.field, cased_values, linking_and)
+        if linking_and:  # 'all': every value must match (each may match a different list element)
+            tests = [_lift(_scalar_or([], {p})) for p in sorted(values.plain)]
+            tests += [_lift(s) for s in values.scalars] + values.tests
+        else:
+            tests = [_lift(_scalar_or(values.scalars, values.plain))] if values.scalars or values.plain else []
+            tests += values.tests
+        if values.refs:
+            return EventCheck(_with_refs(get, tests, values.refs, linking_and), values.cost)
+        test = _field_and(tests) if linking_and else _field_or(tests)
+        return FieldCheck(path, get, test, values.cost)
 
-                def pred(ev: dict[str, Any]) -> bool:
-                    v = get(ev)
-                    if type(v) is list:
-                        for x in v:
-                            if scalar(x):
-                                return True
-                        return False
-                    return scalar(v)
-
-                return Compiled(pred, req, cost)
-            field_tests = ([_lift(_scalar_or(scalars, plain))] if scalars or plain else []) + tests
-            test = _field_or(field_tests)
-            return Compiled(lambda ev: test(get(ev), ev), req, cost)
-        # 'all': every value must match (each may match a different list element)
-        field_tests = [_lift(_scalar_or([], {p})) for p in sorted(plain)]
-        field_tests += [_lift(s) for s in scalars] + tests
-        req = {path: frozenset({min(plain)})} if plain else None
-        tests_t = tuple(field_tests)
-
-        def pred_all(ev: dict[str, Any]) -> bool:
-            v = get(ev)
-            for t in tests_t:
-                if not t(v, ev):
-                    return False
-            return True
-
-        return Compiled(pred_all, req, cost)
-
-    def _keywords(self, item: SigmaDetectionItem, cased_values: bool) -> Compiled:
+    def _keywords(self, item: SigmaDetectionItem, cased_values: bool) -> Node:
         # Keywords are a full-text search: a keyword matches anywhere inside a value.
         values = []
         for value in item.value:
@@ -530,21 +694,16 @@ class DetectionCompiler:
             else:
                 values.append(value)
         linking_and = item.value_linking is ConditionAND
-        scalars, plain, tests, _ = self._values(values, None, cased_values, linking_and)
-        if tests:
+        sorted_values = self._values(values, None, cased_values, linking_and)
+        if sorted_values.tests:
             raise UnsupportedConstruct("keywords", "keyword values must be strings or regexes")
         root = self.getter(self.keyword_root) if self.keyword_root else (lambda ev: ev)
-        preds = [_lift(s) for s in scalars] + [_lift(_scalar_or([], {p})) for p in plain]
+        tests = [_lift(s) for s in sorted_values.scalars]
+        tests += [_lift(_scalar_or([], {p})) for p in sorted_values.plain]
+        test = _field_and(tests) if linking_and else _field_or(tests)
+        return EventCheck(lambda ev: test(string_leaves(root(ev))), 3)
 
-        def pred(ev: dict[str, Any]) -> bool:
-            leaves = string_leaves(root(ev))
-            if linking_and:
-                return all(p(leaves, ev) for p in preds)
-            return any(p(leaves, ev) for p in preds)
-
-        return Compiled(pred, None, 3)
-
-    def _fieldref(self, value: SigmaFieldReference) -> FieldTest:
+    def _fieldref(self, value: SigmaFieldReference) -> RefTest:
         other = self.getter(self.event_path(value.field))
         starts, ends = value.starts_with, value.ends_with
 
@@ -616,79 +775,35 @@ def _field_or(tests: list[FieldTest]) -> FieldTest:
         return tests[0]
     tests_t = tuple(tests)
 
-    def any_test(v: Any, ev: dict[str, Any]) -> bool:
+    def any_test(v: Any) -> bool:
         for t in tests_t:
-            if t(v, ev):
+            if t(v):
                 return True
         return False
 
     return any_test
 
 
-def _merge_and(reqs: list[Requirement]) -> Requirement:
-    merged: dict[str, frozenset[str]] = {}
-    for req in reqs:
-        if not req:
-            continue
-        for path, values in req.items():
-            merged[path] = merged[path] & values if path in merged else values
-    return merged or None
+def _field_and(tests: list[FieldTest]) -> FieldTest:
+    if len(tests) == 1:
+        return tests[0]
+    tests_t = tuple(tests)
 
-
-def _merge_or(reqs: list[Requirement]) -> Requirement:
-    if not reqs or any(not r for r in reqs):
-        return None
-    common = set(reqs[0])  # type: ignore[arg-type]
-    for req in reqs[1:]:
-        common &= set(req)  # type: ignore[arg-type]
-    if not common:
-        return None
-    return {path: frozenset().union(*(r[path] for r in reqs)) for path in common}  # type: ignore[index]
-
-
-def _and(children: list[Compiled]) -> Compiled:
-    if len(children) == 1:
-        return children[0]
-    ordered = sorted(children, key=lambda c: c.cost)
-    preds = tuple(c.pred for c in ordered)
-    req = _merge_and([c.req for c in children])
-    cost = max(c.cost for c in children)
-    if len(preds) == 2:
-        a, b = preds
-        return Compiled(lambda ev: a(ev) and b(ev), req, cost)
-    if len(preds) == 3:
-        a, b, c = preds
-        return Compiled(lambda ev: a(ev) and b(ev) and c(ev), req, cost)
-
-    def all_of(ev: dict[str, Any]) -> bool:
-        for p in preds:
-            if not p(ev):
+    def all_tests(v: Any) -> bool:
+        for t in tests_t:
+            if not t(v):
                 return False
         return True
 
-    return Compiled(all_of, req, cost)
+    return all_tests
 
 
-def _or(children: list[Compiled]) -> Compiled:
-    if len(children) == 1:
-        return children[0]
-    ordered = sorted(children, key=lambda c: c.cost)
-    preds = tuple(c.pred for c in ordered)
-    req = _merge_or([c.req for c in children])
-    cost = max(c.cost for c in children)
-    if len(preds) == 2:
-        a, b = preds
-        return Compiled(lambda ev: a(ev) or b(ev), req, cost)
+def _with_refs(get: Getter, tests: list[FieldTest], refs: list[RefTest], linking_and: bool) -> Pred:
+    """An item with field references: its value tests and the references, AND- or OR-linked."""
+    combine = all if linking_and else any
 
-    def any_of(ev: dict[str, Any]) -> bool:
-        for p in preds:
-            if p(ev):
-                return True
-        return False
+    def pred(ev: dict[str, Any]) -> bool:
+        v = get(ev)
+        return combine([t(v) for t in tests] + [r(v, ev) for r in refs])
 
-    return Compiled(any_of, req, cost)
-
-
-def _not(child: Compiled) -> Compiled:
-    pred = child.pred
-    return Compiled(lambda ev: not pred(ev), None, child.cost)
+    return pred

@@ -33,7 +33,7 @@ from sigma.rule import SigmaRule
 from auditfed.detect.errors import Diagnostic, RuleError, UnsupportedConstruct
 from auditfed.detect.fields import Getter, compile_path
 from auditfed.detect.logsources import LogsourceMap
-from auditfed.detect.matchers import DetectionCompiler, Pred, Requirement
+from auditfed.detect.matchers import DetectionCompiler, Node
 
 __all__ = [
     "CorrelationSpec",
@@ -76,8 +76,7 @@ class DetectionRule:
 
     meta: _Meta
     kinds: frozenset[str]
-    pred: Pred
-    req: Requirement
+    condition: Node
     #: Sigma field name → getter on the event (logsource root and mappings applied).
     field_getter: Callable[[str], Getter]
     sigma: SigmaRule = field(repr=False)
@@ -85,6 +84,10 @@ class DetectionRule:
     @property
     def id(self) -> str:
         return self.meta.id
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        """Whether the rule's condition holds for ``event`` (kinds not checked)."""
+        return self.condition.holds(event)
 
 
 @dataclass(slots=True)
@@ -345,7 +348,7 @@ def _compile_detection(rule: SigmaRule, path: str | None, logsources: LogsourceM
 
     compiler = DetectionCompiler(event_path, target.root)
     try:
-        compiled = compiler.compile(rule.detection)
+        condition = compiler.compile(rule.detection)
     except UnsupportedConstruct as exc:
         raise _error(rule, path, f"unsupported {exc.construct}: {exc.message}", exc.construct) from None
     except SigmaError as exc:
@@ -357,8 +360,7 @@ def _compile_detection(rule: SigmaRule, path: str | None, logsources: LogsourceM
     return DetectionRule(
         meta=_meta(rule, path),
         kinds=target.kinds,
-        pred=compiled.pred,
-        req=compiled.req,
+        condition=condition,
         field_getter=field_getter,
         sigma=rule,
     )

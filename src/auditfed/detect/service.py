@@ -653,20 +653,22 @@ class DetectionService:
     def _process_batch(self, batch: list[tuple[int, list[bytes]]]) -> None:
         engine = self.engine
         assert engine is not None
+        process = engine.process
         alerts: list[Alert] = []
         for first_index, datas in batch:
-            for offset, data in enumerate(datas):
-                index = first_index + offset
-                if index < self._next:
-                    continue
-                self._next = index + 1
+            # rows below ``_next`` were already processed (at start, seen both ways)
+            skip = max(self._next - first_index, 0)
+            for index, data in enumerate(datas[skip:] if skip else datas, first_index + skip):
                 try:
                     event = orjson.loads(data)
                     if not _own_event(event):
-                        alerts.extend(engine.process(index, event))
+                        found = process(index, event)
+                        if found:
+                            alerts.extend(found)
                 except Exception:
                     self.metrics.errors.inc()
                     log.exception("detection failed on an event", extra={"index": index})
+            self._next = max(self._next, first_index + len(datas))
         self._raise_queue.put((alerts, self._next))
 
     def _raise_loop(self) -> None:
