@@ -43,6 +43,7 @@ import hmac
 import logging
 import queue
 import random
+import sys
 import threading
 import time
 import uuid
@@ -58,6 +59,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from auditfed import __version__
+from auditfed.batches import drain
 from auditfed.config import Settings
 from auditfed.detect.correlation import parse_time
 from auditfed.errors import AuditfedError, ConfigError, NotFound
@@ -632,20 +634,11 @@ class DetectionService:
         self.ready.set()
         stop = False
         while not stop:
-            batch = [self._queue.get()]
-            if batch[0] is _STOP:
+            first = self._queue.get()
+            if first is _STOP:
                 break
-            count = len(batch[0][1])
-            while count < MAX_BATCH_EVENTS:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-                count += len(item[1])
+            batch, stop = drain(self._queue, first, stop=_STOP, cap=MAX_BATCH_EVENTS,
+                                size=lambda item: len(item[1]))
             self._process_batch(batch)
         self._raise_queue.put(_STOP)
         self._raiser.join()
@@ -675,18 +668,11 @@ class DetectionService:
         """Raise what the engine matched, in order; then move the watermark on."""
         stop = False
         while not stop:
-            items = [self._raise_queue.get()]
-            if items[0] is _STOP:
+            first = self._raise_queue.get()
+            if first is _STOP:
                 break
-            while True:
-                try:
-                    item = self._raise_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                items.append(item)
+            items, stop = drain(self._raise_queue, first, stop=_STOP, cap=sys.maxsize,
+                                size=lambda _item: 1)
             alerts = [alert for found, _ in items for alert in found]
             if alerts and not self._raise_with_retries(alerts):
                 continue
