@@ -196,56 +196,46 @@ class EventCheck(Node):
         yield self
 
 
-class AllOf(Node):
-    """Conjunction; children are tried cheapest first."""
+class _Junction(Node):
+    """AND / OR over children, tried cheapest first."""
 
     __slots__ = ("children",)
+    #: The child result that settles the whole at once: False for AND, True for OR.
+    settles: bool
 
     def __init__(self, children: list[Node]) -> None:
         super().__init__(max(c.cost for c in children))
         self.children = tuple(sorted(children, key=lambda c: c.cost))
 
-    def holds(self, event: dict[str, Any]) -> bool:
-        for child in self.children:
-            if not child.holds(event):
-                return False
-        return True
-
     def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
         results = [child.decide(known) for child in self.children]
-        if False in results:
-            return False
-        return None if None in results else True
+        if self.settles in results:
+            return self.settles
+        return None if None in results else not self.settles
 
     def leaves(self) -> Iterator[FieldCheck | EventCheck]:
         for child in self.children:
             yield from child.leaves()
 
 
-class AnyOf(Node):
-    """Disjunction; children are tried cheapest first."""
+class AllOf(_Junction):
+    """Conjunction."""
 
-    __slots__ = ("children",)
-
-    def __init__(self, children: list[Node]) -> None:
-        super().__init__(max(c.cost for c in children))
-        self.children = tuple(sorted(children, key=lambda c: c.cost))
+    __slots__ = ()
+    settles = False
 
     def holds(self, event: dict[str, Any]) -> bool:
-        for child in self.children:
-            if child.holds(event):
-                return True
-        return False
+        return all(child.holds(event) for child in self.children)
 
-    def decide(self, known: Callable[[FieldCheck], bool | None]) -> bool | None:
-        results = [child.decide(known) for child in self.children]
-        if True in results:
-            return True
-        return None if None in results else False
 
-    def leaves(self) -> Iterator[FieldCheck | EventCheck]:
-        for child in self.children:
-            yield from child.leaves()
+class AnyOf(_Junction):
+    """Disjunction."""
+
+    __slots__ = ()
+    settles = True
+
+    def holds(self, event: dict[str, Any]) -> bool:
+        return any(child.holds(event) for child in self.children)
 
 
 class Not(Node):
