@@ -5,8 +5,12 @@ Goals, measured in one run:
 1. *Hub throughput*: with both nodes ingesting at a steady rate, the hub verifies and
    appends node entries at >= 80 % of one node's own maximum ingest rate (measured
    first, in the same run, with the same events and clients as ``bench_ingest``).
-   Measured as the hub catching up a backlog both nodes built while it was down,
-   while they keep ingesting.
+   Measured as the hub catching up a backlog both nodes built while it was frozen
+   (SIGSTOP), while they keep ingesting. Frozen, not stopped: the nodes' requests
+   then wait for it (as over a stalled link) and the catch-up starts the moment it
+   resumes; a stopped hub would make their forwarders back off for up to 5 s, which
+   would measure retry timing, not the hub. The backlog must be built within the
+   forwarders' 30 s request timeout.
 2. *Lag*: at 5,000 events/s in total (2,500/s into each node), the time from a
    node's acknowledgement of a batch to the hub's acknowledgement of its last entry
    (polled from ``GET /v1/federation/nodes/{name}/position``) stays under 2 s at p99.
@@ -17,55 +21,79 @@ Goals, measured in one run:
 from __future__ import annotations  # noqa: I001 - bench.common puts tests/ on the path first
 
 import argparse
+import contextlib
 import http.client
+import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
 from bench.bench_ingest import bodies, through_api
 from bench.common import emit, make_events, percentile
-from federation.conftest import Hub, NodeProc  # tests/ is on the path (bench.common)
+from federation.federation_helpers import Hub, NodeProc  # tests/ is on the path (bench.common)
+
+
+#: Longest the hub's catch-up may take while the nodes keep ingesting (events for it
+#: are built beforehand).
+STEADY_SECONDS = 120.0
 
 
 class Feeder:
-    """Posts pre-built batches to a node at a fixed rate; records (ack time, end index)."""
+    """Posts batches to a node at a fixed rate; records (ack time, end index).
 
-    def __init__(self, node: NodeProc, rate: float, batch: int, seed: int) -> None:
+    The bodies are built before the clock starts (building them costs more CPU than
+    sending them), and requests are paced on a schedule, so a slow answer is made up
+    for by the next requests instead of lowering the rate.
+    """
+
+    def __init__(self, node: NodeProc, rate: float, batch: int, seconds: float, seed: int) -> None:
         self.node, self.rate, self.batch = node, rate, batch
-        self.seed = seed
+        events = make_events(round(rate * seconds), seed=seed)
+        self.bodies = [(len(chunk), orjson.dumps(chunk)) for chunk in _chunks(events, batch)]
         self.acks: list[tuple[float, int]] = []
         self.sent = 0
+        self.elapsed = 0.0
+        self.error: str | None = None
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         headers = {"Authorization": f"Bearer {self.node.source}", "Content-Type": "application/json"}
         conn = http.client.HTTPConnection("127.0.0.1", self.node.server.port, timeout=120)
-        events = make_events(200_000, seed=self.seed)
         interval = self.batch / self.rate
-        next_at = time.perf_counter()
-        offset = 0
-        while not self._stop.is_set():
-            chunk = events[offset:offset + self.batch]
-            offset += self.batch
-            conn.request("POST", "/v1/events", body=orjson.dumps(chunk), headers=headers)
-            answer = orjson.loads(conn.getresponse().read())
-            end = max(r["index"] for r in answer["results"]) + 1
-            self.acks.append((time.perf_counter(), end))
-            self.sent += len(chunk)
+        started = next_at = time.perf_counter()
+        for count, body in self.bodies:
+            if self._stop.is_set():
+                break
+            conn.request("POST", "/v1/events", body=body, headers=headers)
+            response = conn.getresponse()
+            answer = orjson.loads(response.read())
+            if response.status != 200:
+                self.error = f"{response.status}: {answer}"[:300]
+                break
+            self.acks.append((time.perf_counter(), max(r["index"] for r in answer["results"]) + 1))
+            self.sent += count
             next_at += interval
             time.sleep(max(0.0, next_at - time.perf_counter()))
+        self.elapsed = time.perf_counter() - started
         conn.close()
 
     def start(self) -> None:
         self.thread.start()
 
+    def wait(self) -> None:
+        """Wait until every body is sent (or :meth:`stop`); raise if a request failed."""
+        self.thread.join()
+        if self.error:
+            raise RuntimeError(f"feeding {self.node.name} failed: {self.error}")
+
     def stop(self) -> None:
         self._stop.set()
-        self.thread.join()
+        self.wait()
 
 
 class PositionWatch:
@@ -109,7 +137,19 @@ class PositionWatch:
         return lags
 
 
-def wait_caught_up(hub: Hub, nodes: list[NodeProc], timeout: float = 600) -> float:
+@contextlib.contextmanager
+def frozen(hub: Hub) -> Iterator[None]:
+    """The hub stopped (SIGSTOP) for the block: what is sent to it waits instead of failing."""
+    process = hub.server.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+def wait_caught_up(hub: Hub, nodes: list[NodeProc], timeout: float = 300) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         if all(hub.position(n.name)["position"] >= n.size() for n in nodes):
@@ -124,20 +164,20 @@ def run(max_events: int, backlog: int, seconds: float) -> dict:
     hub = Hub(base, "--log-level", "warning")
     nodes = [NodeProc(base, "eu-prod", hub), NodeProc(base, "us-prod", hub)]
     try:
-        # 1. hub throughput: a backlog built while the hub is down, caught up while
+        # 1. hub throughput: a backlog built while the hub is frozen, caught up while
         #    both nodes keep ingesting at a steady rate.
-        hub.server.stop()
-        for seed, node in enumerate(nodes):
-            batches = [orjson.dumps(b) for b in _chunks(make_events(backlog, seed=100 + seed), 1000)]
-            conn = http.client.HTTPConnection("127.0.0.1", node.server.port, timeout=120)
-            for body in batches:
-                conn.request("POST", "/v1/events", body=body, headers={
-                    "Authorization": f"Bearer {node.source}", "Content-Type": "application/json"})
-                assert conn.getresponse().read()
-            conn.close()
+        backlogs = [[orjson.dumps(b) for b in _chunks(make_events(backlog, seed=100 + i), 1000)]
+                    for i in range(len(nodes))]
         steady = 500.0
-        feeders = [Feeder(n, steady, 100, 200 + i) for i, n in enumerate(nodes)]
-        hub.server.start()
+        feeders = [Feeder(n, steady, 100, STEADY_SECONDS, 200 + i) for i, n in enumerate(nodes)]
+        with frozen(hub):
+            for node, batches in zip(nodes, backlogs, strict=True):
+                conn = http.client.HTTPConnection("127.0.0.1", node.server.port, timeout=120)
+                for body in batches:
+                    conn.request("POST", "/v1/events", body=body, headers={
+                        "Authorization": f"Bearer {node.source}", "Content-Type": "application/json"})
+                    assert conn.getresponse().read()
+                conn.close()
         for f in feeders:
             f.start()
         catch_up = wait_caught_up(hub, nodes)
@@ -148,18 +188,17 @@ def run(max_events: int, backlog: int, seconds: float) -> dict:
 
         # 2. lag at 5,000 events/s in total.
         watch = PositionWatch(hub, [n.name for n in nodes])
-        feeders = [Feeder(n, 2500.0, 500, 300 + i) for i, n in enumerate(nodes)]
+        feeders = [Feeder(n, 2500.0, 500, seconds, 300 + i) for i, n in enumerate(nodes)]
         watch.start()
         for f in feeders:
             f.start()
-        time.sleep(seconds)
         for f in feeders:
-            f.stop()
+            f.wait()
         wait_caught_up(hub, nodes)
         time.sleep(0.1)
         watch.stop()
         lags = [lag for f in feeders for lag in watch.lags(f.node.name, f.acks)]
-        offered = sum(f.sent for f in feeders) / seconds
+        offered = sum(f.sent / f.elapsed for f in feeders)
     finally:
         for n in nodes:
             n.stop()

@@ -9,8 +9,16 @@ import pytest
 
 from auditfed.event.canonical import canonical_event_bytes
 from auditfed.federation import CompactRange, Violation, node_leaf_data, unwrap, wrap
-from auditfed.federation.protocol import Batch, verify_batch
-from auditfed.ledger import Checkpoint, Signer, TreeAppender, consistency_proof, leaf_hash, sign_checkpoint
+from auditfed.federation.protocol import Batch, verify_extension, verify_signed
+from auditfed.ledger import (
+    Checkpoint,
+    Signer,
+    TreeAppender,
+    Verifier,
+    consistency_proof,
+    leaf_hash,
+    sign_checkpoint,
+)
 
 
 def _leaves(n: int, tag: str = "e") -> list[bytes]:
@@ -77,43 +85,50 @@ def test_envelope_keeps_what_is_not_an_event() -> None:
     assert unwrap(wrapped)[1] == b"not json at all"
 
 
+def verify(batch: Batch, verifier: Verifier, compact: CompactRange,
+           accepted: Checkpoint | None) -> tuple[int, CompactRange, Checkpoint]:
+    """All four checks: entries already accepted, the range after the batch, its checkpoint."""
+    signed = verify_signed(batch, verifier)
+    skip, rebuilt = verify_extension(signed, compact, accepted)
+    return skip, rebuilt, signed.checkpoint
+
+
 def test_batches_and_violations() -> None:
     log = Log()
     log.add(_leaves(5))
     verifier = log.signer.verifier()
-    ok = verify_batch(log.batch(0, 3), verifier, CompactRange(), None)
-    assert ok.compact.size == 3 and ok.checkpoint.size == 5
-    accepted = ok.checkpoint
+    _, compact, accepted = verify(log.batch(0, 3), verifier, CompactRange(), None)
+    assert compact.size == 3 and accepted.size == 5
     # a re-send of what was accepted, plus more, is trimmed
-    again = verify_batch(log.batch(1, 5), verifier, ok.compact, accepted)
-    assert again.first == 3 and len(again.new_entries) == 2
+    skip, again, _ = verify(log.batch(1, 5), verifier, compact, accepted)
+    assert skip == 2 and again.size == 5
     # skipped indexes
     with pytest.raises(Violation) as info:
-        verify_batch(log.batch(4, 5), verifier, ok.compact, accepted)
+        verify(log.batch(4, 5), verifier, compact, accepted)
     assert info.value.kind == "skipped_indexes"
     # entries that are not the signed history
     forged = Batch(3, [b"forged", log.data[4]], log.note(), [], [])
     with pytest.raises(Violation) as info:
-        verify_batch(forged, verifier, ok.compact, accepted)
+        verify(forged, verifier, compact, accepted)
     assert info.value.kind == "rewritten"
     # another key
     other = Log("node-a")
     other.add(_leaves(5))
     with pytest.raises(Violation) as info:
-        verify_batch(other.batch(3, 5), verifier, ok.compact, accepted)
+        verify(other.batch(3, 5), verifier, compact, accepted)
     assert info.value.kind == "bad_signature"
     # a fork: the same size, another root; or a bigger tree that does not extend the old one
     fork = Log()
     fork.signer = log.signer
     fork.add(_leaves(5, "x"))
     with pytest.raises(Violation) as info:
-        verify_batch(fork.batch(3, 3), verifier, ok.compact, accepted)
+        verify(fork.batch(3, 3), verifier, compact, accepted)
     assert info.value.kind == "split_view"
     fork.add(_leaves(3, "y"))
     with pytest.raises(Violation) as info:
-        verify_batch(fork.batch(3, 3, prior=5), verifier, ok.compact, accepted)
+        verify(fork.batch(3, 3, prior=5), verifier, compact, accepted)
     assert info.value.kind == "split_view"
     # the honest log grows: accepted with a prior proof
     log.add(_leaves(3, "z"))
-    grown = verify_batch(log.batch(3, 8, prior=5), verifier, ok.compact, accepted)
-    assert grown.compact.root() == log.tree.root()
+    _, grown, _ = verify(log.batch(3, 8, prior=5), verifier, compact, accepted)
+    assert grown.root() == log.tree.root()

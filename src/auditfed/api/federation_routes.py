@@ -5,7 +5,8 @@
 - ``GET  /v1/federation/nodes`` — enrolled nodes and what the hub verified (auditor, admin)
 - ``GET  /v1/federation/nodes/{name}/position`` — where the node's log stands at the hub
   (that node's token, auditor, admin)
-- ``POST /v1/federation/nodes/{name}/entries`` — a batch (that node's token only)
+- ``POST /v1/federation/nodes/{name}/entries`` — a batch (that node's token only;
+  ``Auditfed-Follows`` when sent before the previous batch is answered)
 - ``POST /v1/federation/nodes/{name}/reinstate`` — lift a refusal (admin)
 - ``GET  /v1/federation/status`` — this server as a node and as a hub (auditor, admin)
 - ``GET  /v1/federation/checkpoint`` — the latest cosigned checkpoint with its cosignatures
@@ -16,7 +17,6 @@ The protocol is in :mod:`auditfed.federation.protocol`.
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import PlainTextResponse, Response
@@ -25,6 +25,7 @@ from auditfed.api.deps import READERS, authorise, node_of, record
 from auditfed.api.responses import JSON, read_body
 from auditfed.errors import Forbidden, InvalidInput
 from auditfed.federation.hub import enrol_node, node_summary, reinstate_node
+from auditfed.federation.protocol import FOLLOWS_HEADER
 from auditfed.federation.service import cosigned_checkpoint
 from auditfed.identity.tokens import Caller
 
@@ -87,12 +88,17 @@ async def post_entries(request: Request, name: str) -> Response:
     if caller.service != name:
         raise Forbidden(f"this node token belongs to {caller.service!r}, not {name!r}")
     node = node_of(request)
-    raw = await read_body(request, node.settings.max_body_bytes)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}") from None
-    return JSON(await node.federation.hub.receive(name, body))
+    body = await read_body(request, node.settings.max_body_bytes)
+    return JSON(await node.federation.hub.receive(name, body, _follows(request)))
+
+
+def _follows(request: Request) -> int | None:
+    value = request.headers.get(FOLLOWS_HEADER)
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise InvalidInput(f"{FOLLOWS_HEADER} must be the batch's start index")
+    return int(value)
 
 
 @router.post("/v1/federation/nodes/{name}/reinstate", summary="Reinstate a refused node (admin)")

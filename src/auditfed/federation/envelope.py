@@ -38,7 +38,7 @@ __all__ = ["FIELD", "RAW_ACTION", "node_leaf_data", "unwrap", "wrap"]
 
 FIELD = "federation"
 RAW_ACTION = "federation.entry"
-_REQUIRED = ("id", "action", "actor", "source", "time", "outcome")
+_REQUIRED = frozenset(("id", "action", "actor", "source", "time", "outcome"))
 
 
 def _b64(data: bytes) -> str:
@@ -52,7 +52,7 @@ def wrap(data: bytes, node: str, index: int, node_leaf: bytes | None = None) -> 
     origin: dict[str, Any] = {"node": node, "node_index": index, "node_leaf_hash": _b64(node_leaf)}
     try:
         event = orjson.loads(data)
-        if not isinstance(event, dict) or any(k not in event for k in _REQUIRED):
+        if not isinstance(event, dict) or not event.keys() >= _REQUIRED:
             raise ValueError("not an event")
         source = event["source"]
         if not isinstance(source, dict) or not isinstance(event["id"], str):

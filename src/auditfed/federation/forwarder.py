@@ -7,9 +7,11 @@ tlog-checkpoint) and the RFC 9162 consistency proofs the hub needs
 start-up and after any failure it asks the hub where it stands
 (``GET /v1/federation/nodes/{name}/position``) and resumes there, so an outage of the
 hub, of the link or of the node itself loses nothing and sends nothing twice (a
-re-sent entry is recognised by the hub). Failures are retried with exponential
-backoff and jitter. When idle, a heartbeat (an empty batch with the latest
-checkpoint) tells the hub the node is alive and gets the checkpoint cosigned.
+re-sent entry is recognised by the hub). Up to ``PIPELINE`` batches are in flight:
+the next one is sent before the hub answers the previous one, and the answers are
+taken in order. Failures are retried with exponential backoff and jitter. When
+idle, a heartbeat (an empty batch with the latest checkpoint) tells the hub the node
+is alive and gets the checkpoint cosigned.
 
 The hub's cosignatures (C2SP tlog-cosignature) are kept in the store, and served
 with the checkpoint by ``GET /v1/log/checkpoint?cosigned=1``.
@@ -22,13 +24,15 @@ acknowledged), and in ``auditfed federation status``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 import orjson
@@ -36,6 +40,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from auditfed.errors import ConfigError
 from auditfed.event.model import format_time
+from auditfed.federation.protocol import FOLLOWS_HEADER
 from auditfed.ledger import consistency_proof
 
 if TYPE_CHECKING:
@@ -54,6 +59,9 @@ REFUSED_RETRY = 10.0
 #: Least time between checkpoints the forwarder asks the sequencer to sign.
 FORCED_CHECKPOINT_INTERVAL = 0.05
 _MAX_COMMITS_TRACKED = 100_000
+#: Batches in flight to the hub: the hub checks the next one while it appends the
+#: previous one (see :mod:`auditfed.federation.hub`).
+PIPELINE = 2
 
 
 class HubError(Exception):
@@ -63,6 +71,16 @@ class HubError(Exception):
         super().__init__(detail)
         self.status = status
         self.body = body or {}
+
+
+class _Flight(NamedTuple):
+    """A batch sent to the hub and not yet settled."""
+
+    start: int
+    end: int
+    #: Size of the checkpoint it was sent with.
+    size: int
+    answer: Future[dict[str, Any]]
 
 
 def _b64(data: bytes) -> str:
@@ -102,6 +120,8 @@ class Forwarder:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="auditfed-forwarder", daemon=True)
+        self._flights: deque[_Flight] = deque()
+        self._posts = ThreadPoolExecutor(PIPELINE, thread_name_prefix="auditfed-forwarder-post")
         node.sequencer.listeners.append(self._on_commit)
         r = node.metrics.registry
         self.forwarded = Counter("auditfed_federation_forwarded_entries",
@@ -129,6 +149,7 @@ class Forwarder:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        self._posts.shutdown(wait=False, cancel_futures=True)
         self.http.close()
 
     # --- lag ---
@@ -194,6 +215,7 @@ class Forwarder:
                     self._wake.clear()
                 backoff = MIN_BACKOFF
             except Exception as exc:  # keep forwarding whatever happened
+                self._drain()
                 self.failures.inc()
                 self.position = None
                 refused = isinstance(exc, HubError) and exc.status in (403, 409)
@@ -245,30 +267,40 @@ class Forwarder:
         return sequencer.checkpoint_now()
 
     def _step(self) -> bool:
-        """Send one batch or heartbeat if one is due; False when there is nothing to do."""
-        assert self.position is not None
-        position = self.position
-        size = self.node.sequencer.size
-        if size > position:
-            checkpoint = self._checkpoint(position)
-            assert checkpoint is not None
-            end = min(position + self.batch, checkpoint.size)
-        elif time.monotonic() - self._last_sent >= self.heartbeat:
-            checkpoint = self.node.sequencer.latest_checkpoint or self.node.sequencer.checkpoint_now()
-            end = position
-        else:
+        """Send what is due, up to ``PIPELINE`` batches in flight, then settle the oldest
+        answer; False when there is nothing to do."""
+        while len(self._flights) < PIPELINE and self._send_next():
+            pass
+        if not self._flights:
             return False
-        self._send(position, end, checkpoint)
+        self._settle(self._flights.popleft())
         return True
 
-    def _send(self, start: int, end: int, checkpoint: CheckpointRecord) -> None:
+    def _send_next(self) -> bool:
+        """Send the batch after those in flight, or a heartbeat when idle and due."""
+        assert self.position is not None
+        start = self._flights[-1].end if self._flights else self.position
+        if self.node.sequencer.size > start:
+            checkpoint = self._checkpoint(start)
+            assert checkpoint is not None
+            end = min(start + self.batch, checkpoint.size)
+        elif not self._flights and time.monotonic() - self._last_sent >= self.heartbeat:
+            checkpoint = self.node.sequencer.latest_checkpoint or self.node.sequencer.checkpoint_now()
+            end = start
+        else:
+            return False
+        self._flights.append(self._send(start, end, checkpoint))
+        return True
+
+    def _send(self, start: int, end: int, checkpoint: CheckpointRecord) -> _Flight:
         store = self.node.store
         rows = store.entries(start, end) if end > start else []
         if len(rows) != end - start or any(i != start + k for k, (i, _) in enumerate(rows)):
             raise RuntimeError(f"the local log has a gap in [{start}, {end}): run 'auditfed verify'")
         size = checkpoint.size
         proof = consistency_proof(end, size, store) if 0 < end < size else []
-        prior_size = self.hub_checkpoint
+        # The hub checks this batch against the checkpoint of the one before it.
+        prior_size = self._flights[-1].size if self._flights else self.hub_checkpoint
         prior = consistency_proof(prior_size, size, store) if 0 < prior_size < size else []
         body = orjson.dumps({
             "start": start,
@@ -277,18 +309,33 @@ class Forwarder:
             "proof": [_b64(h) for h in proof],
             "prior": [_b64(h) for h in prior],
         })
-        answer = self._call("POST", f"/v1/federation/nodes/{self.name}/entries", content=body,
-                            headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self._flights:
+            headers[FOLLOWS_HEADER] = str(start)
+        answer = self._posts.submit(self._call, "POST", f"/v1/federation/nodes/{self.name}/entries",
+                                    content=body, headers=headers)
+        return _Flight(start, end, size, answer)
+
+    def _settle(self, flight: _Flight) -> None:
+        """Take the hub's answer to a batch (in the order they were sent)."""
+        answer = flight.answer.result()
         self._last_sent = time.monotonic()
         position = int(answer["position"])
         now = format_time(datetime.now(UTC))
         witness = answer.get("witness", "hub")
         for line in answer.get("cosignatures", []):
-            store.add_cosignature(size, witness, line, now)
-        self.cosigned_size = size
-        self.forwarded.inc(max(0, position - start))
+            self.node.store.add_cosignature(flight.size, witness, line, now)
+        self.cosigned_size = flight.size
+        self.forwarded.inc(max(0, position - flight.start))
         self._acknowledged(position)
         self.position = position
-        self.hub_checkpoint = int(answer.get("checkpoint_size", size))
+        self.hub_checkpoint = int(answer.get("checkpoint_size", flight.size))
         self.state = "forwarding"
         self.last_success = now
+
+    def _drain(self) -> None:
+        """Wait out the batches in flight after a failure (their answers no longer count:
+        the forwarder re-syncs with the hub)."""
+        while self._flights:
+            with contextlib.suppress(Exception):
+                self._flights.popleft().answer.result()

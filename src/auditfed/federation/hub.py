@@ -3,7 +3,7 @@
 Every auditfed server can be a hub: it becomes one for a node once an admin enrols
 the node (``auditfed node add NAME --key VKEY``), which issues a ``node`` token
 bound to the name. For each batch a node sends, the hub checks it
-(:func:`~auditfed.federation.protocol.verify_batch`), appends the new entries to its
+(:mod:`~auditfed.federation.protocol`), appends the new entries to its
 own log wrapped with their origin (:mod:`~auditfed.federation.envelope`), then
 records the node's new position, compact range and checkpoint, and returns its
 cosignature of that checkpoint (C2SP tlog-cosignature).
@@ -11,9 +11,15 @@ cosignature of that checkpoint (C2SP tlog-cosignature).
 Exactly once: a batch's entries are appended in one group commit, then the node's
 record is updated. If the hub stops between the two, the node re-sends from the old
 position; the re-sent entries carry the same ``(service, <node>:<id>)`` keys and the
-sequencer answers them as duplicates, so nothing is stored twice. Only a node's
-first batch after a start (or after a failed update) can be such a re-send, so only
-that batch pays for the deduplication look-ups.
+sequencer answers them as duplicates, so nothing is stored twice. Only the batches a
+node sends after a start (or after a failed update) until one of them is recorded
+can be such a re-send, so only they pay for the deduplication look-ups.
+
+The CPU-heavy part of a batch (:func:`prepare_batch`) runs in an ingest worker
+process, for all batches in flight at once; only the checks against the node's state
+(:func:`~auditfed.federation.protocol.verify_extension`) take turns. A node may send
+its next batch before the previous one is answered: it is checked while the previous
+one is appended, and one write may record several batches (:class:`_Lane`).
 
 A node that breaks a promise of its log (bad signature, split view, rewritten
 history, skipped indexes) or is silent for longer than ``federation_heartbeat``
@@ -25,35 +31,43 @@ it (``auditfed node reset NAME`` or ``POST /v1/federation/nodes/{name}/reinstate
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
 import time
 import uuid
-from dataclasses import replace
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
-from auditfed.errors import Forbidden, InvalidInput, NotFound
+from auditfed.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from auditfed.event.model import format_time
 from auditfed.federation.compact import CompactRange
 from auditfed.federation.envelope import wrap
-from auditfed.federation.protocol import Batch, Verified, Violation, decode_batch, verify_batch
+from auditfed.federation.protocol import Signed, Violation, parse_batch, verify_extension, verify_signed
 from auditfed.federation.witness import cosign_now, load_witness
 from auditfed.identity.tokens import Caller, TokenAuthority
 from auditfed.ingest.prepare import Prepared, entry_row, prepare_event
 from auditfed.ledger import Checkpoint, Verifier, verify_checkpoint
-from auditfed.store.base import FederatedNodeRecord, Store
+from auditfed.store.base import EntryRow, FederatedNodeRecord, Store
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from auditfed.ingest.sequencer import Sequenced
     from auditfed.node import Node
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Hub", "NodeRefused", "enrol_node", "reinstate_node"]
+__all__ = ["Hub", "NodeBatch", "NodeRefused", "enrol_node", "prepare_batch", "reinstate_node"]
 
+#: Longest a batch sent behind another one of its node waits for that one (see _Lane).
+FOLLOW_WAIT = 5.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SELF = Caller("auditfed", "admin")
 _TITLES = {
@@ -122,6 +136,166 @@ def node_summary(record: FederatedNodeRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class NodeBatch:
+    """A node's batch as a worker prepares it for the hub (:func:`prepare_batch`)."""
+
+    signed: Signed
+    #: This log's store rows for its entries (:class:`EntryRow` fields as plain tuples:
+    #: they come back from a worker process, and plain tuples pickle several times
+    #: faster than named ones).
+    rows: list[tuple[Any, ...]]
+
+
+def prepare_batch(name: str, key: str, body: bytes) -> NodeBatch:
+    """Decode a batch of node ``name``, check its checkpoint's signature with the node's
+    key, and make its entries rows of this log.
+
+    This is the CPU-heavy part of a batch (JSON, base64, SHA-256, Ed25519, the
+    envelope, RFC 8785 bytes). It does not depend on what the hub holds of the node, so
+    the hub runs it in an ingest worker process
+    (:meth:`~auditfed.ingest.workers.Preparer.call`) for every batch in flight at once,
+    off the interpreter lock of the sequencer; only the checks against the node's
+    state (:func:`~auditfed.federation.protocol.verify_extension`) wait their turn.
+    """
+    batch = parse_batch(body)
+    signed = verify_signed(batch, Verifier.from_key(key))
+    entries = zip(batch.entries, signed.leaf_hashes, strict=True)
+    rows = [tuple(entry_row(*wrap(data, name, batch.start + offset, leaf)))
+            for offset, (data, leaf) in enumerate(entries)]
+    return NodeBatch(signed, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A batch checked against what the hub holds of its node: that state once the
+    batch is recorded, and the rows of its new entries."""
+
+    compact: CompactRange
+    checkpoint: Checkpoint
+    note: str
+    rows: list[tuple[Any, ...]]
+    #: The entries may be in this log already (the sequencer looks them up).
+    dedup: bool
+
+    def prepared(self) -> list[Prepared]:
+        make_row, fresh = EntryRow._make, not self.dedup
+        return [Prepared(offset, make_row(row), fresh) for offset, row in enumerate(self.rows)]
+
+
+def _advanced(record: FederatedNodeRecord, batch: Checked) -> FederatedNodeRecord:
+    """``record`` once ``batch`` is recorded."""
+    return replace(record, position=batch.compact.size, compact=batch.compact.encode(), checkpoint=batch.note)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A batch checked and not yet recorded."""
+
+    batch: Checked
+    #: Resolves once its entries are durable (None: it has no new entries).
+    committed: Future[list[Sequenced]] | None
+    #: Resolves once the node's record covers it (or fails with what failed).
+    recorded: asyncio.Future[None]
+
+    def ready(self) -> bool:
+        """Its entries are committed (so the record may cover it)."""
+        return self.committed is None or (self.committed.done() and self.committed.exception() is None)
+
+
+class _Lane:
+    """One node's batches at the hub, from their check to the record of the node's
+    state after them.
+
+    Batches are checked one at a time (in the event loop, without awaiting), each
+    against the state the batches before it leave; their entries are queued for the
+    sequencer in the same order, and one recorder per node records the node's new
+    state once they are committed, oldest first, covering with one durable write all
+    that are committed by then.
+
+    A node may send its next batch before the hub answers the previous one, so that it
+    is prepared and checked while the previous one is appended. Such a batch says so
+    (``follows``, its start) and waits for the batch before it to be checked instead of
+    being taken for skipped indexes; if that one does not come within ``FOLLOW_WAIT``
+    or a batch of the node fails meanwhile, it fails too, without an alert (503: the
+    node re-sends from the hub's position). A batch that does not say so is checked
+    against what is there, so skipping indexes is still detected.
+    """
+
+    __slots__ = ("_changed", "failures", "queue", "recorder")
+
+    def __init__(self) -> None:
+        #: Batches checked and not yet recorded, in order.
+        self.queue: deque[_InFlight] = deque()
+        #: Counts the node's batches that failed: a batch waiting for the one before it
+        #: then gives up.
+        self.failures = 0
+        self.recorder: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def tail(self) -> Checked | None:
+        """The latest batch checked (None: the stored record is current)."""
+        return self.queue[-1].batch if self.queue else None
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_until(self, start: int, checked: Callable[[], int]) -> None:
+        """Wait until the batches checked reach ``start``, a batch fails, or
+        ``FOLLOW_WAIT`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FOLLOW_WAIT
+        failures = self.failures
+        while checked() < start and self.failures == failures and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
+
+    def add(self, batch: Checked, committed: Future[list[Sequenced]] | None) -> _InFlight:
+        flight = _InFlight(batch, committed, asyncio.get_running_loop().create_future())
+        self.queue.append(flight)
+        self._signal()
+        return flight
+
+    def committed_head(self) -> list[_InFlight]:
+        """The batches at the head of the queue whose entries are committed."""
+        group = []
+        for flight in self.queue:
+            if not flight.ready():
+                break
+            group.append(flight)
+        return group
+
+    def recorded(self, count: int) -> None:
+        """The first ``count`` batches are recorded."""
+        for _ in range(count):
+            _settle(self.queue.popleft().recorded)
+
+    def note_failure(self) -> None:
+        """A batch of the node failed: those waiting for the one before them give up."""
+        self.failures += 1
+        self._signal()
+
+    def fail_in_flight(self, error: BaseException) -> None:
+        """Fail every batch in flight: the next one is checked against the stored record."""
+        while self.queue:
+            _settle(self.queue.popleft().recorded, error)
+        self.note_failure()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None = None) -> None:
+    """Resolve a batch's future, unless its request is gone (cancelled) meanwhile."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    elif isinstance(error, Exception):
+        future.set_exception(error)
+    else:
+        future.cancel()
+
+
 class Hub:
     """The hub's part of a running server."""
 
@@ -131,9 +305,9 @@ class Hub:
         self.cosigner = load_witness(node.settings.data_dir, node.origin)
         self.heartbeat = node.settings.federation_heartbeat
         self.started = time.time()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._lanes: dict[str, _Lane] = {}
         #: Nodes whose stored record is known to match this log since this process
-        #: started; the first batch of any other node is deduplicated (see above).
+        #: started; the first batches of any other node are deduplicated (see above).
         self._trusted: set[str] = set()
         self._state = threading.Lock()
         self._stop = threading.Event()
@@ -169,62 +343,100 @@ class Hub:
         return self.cosigner.verifier_key()
 
     # --- receiving ---
-    async def receive(self, name: str, body: object) -> dict[str, Any]:
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            record = self.record(name)
-            if record.status != "active":
-                raise NodeRefused(f"node {name!r} is refused until an admin reinstates it: {record.reason}",
-                                  reason=record.reason)
-            batch = decode_batch(body)
-            dedup = name not in self._trusted
-            try:
-                verified, prepared = await asyncio.to_thread(self._check, record, batch, dedup)
-            except Violation as violation:
-                await asyncio.to_thread(self.raise_alert, name, violation.kind, violation.detail)
-                raise
-            duplicates = 0
-            self._trusted.discard(name)
-            if prepared:
-                results = await self.node.sequencer.append(prepared)
-                duplicates = sum(r.duplicate for r in results)
-            line = cosign_now(verified.note, self.cosigner)
-            await asyncio.to_thread(self._advance, name, verified)
-            self._trusted.add(name)
-        if verified.new_entries:
-            self.received.labels(name).inc(len(verified.new_entries))
-        self.positions.labels(name).set(verified.compact.size)
+    async def receive(self, name: str, body: bytes, follows: int | None = None) -> dict[str, Any]:
+        """Verify and append one batch (the raw request body) of node ``name``.
+
+        ``follows`` (header ``Auditfed-Follows``): the batch's start, sent while the
+        node's batch ending there is still in flight (see :class:`_Lane`).
+        """
+        try:
+            return await self._receive(name, body, follows)
+        except Violation as violation:
+            await asyncio.to_thread(self.raise_alert, name, violation.kind, violation.detail)
+            raise
+
+    async def _receive(self, name: str, body: bytes, follows: int | None) -> dict[str, Any]:
+        key = self._active(name).key
+        lane = self._lanes.setdefault(name, _Lane())
+        try:
+            node_batch = await self.node.preparer.call(prepare_batch, name, key, body)
+            if follows is not None:
+                await lane.wait_until(follows, lambda: self._checked_position(lane, name))
+            batch = self._check(lane, name, node_batch, follows)
+        except BaseException:
+            lane.note_failure()
+            raise
+        # Queued at once, in the order checked: the node's entries reach this log in its
+        # order, and a batch is committed while the one before it is recorded.
+        flight = lane.add(batch, self.node.sequencer.submit(batch.prepared()) if batch.rows else None)
+        if lane.recorder is None or lane.recorder.done():
+            lane.recorder = asyncio.create_task(self._record(lane, name))
+        await flight.recorded
+        duplicates = sum(r.duplicate for r in flight.committed.result()) if flight.committed else 0
+        if batch.rows:
+            self.received.labels(name).inc(len(batch.rows))
+        self.positions.labels(name).set(batch.compact.size)
         return {
             "node": name,
-            "position": verified.compact.size,
-            "accepted": len(verified.new_entries) - duplicates,
+            "position": batch.compact.size,
+            "accepted": len(batch.rows) - duplicates,
             "duplicates": duplicates,
-            "checkpoint_size": verified.checkpoint.size,
+            "checkpoint_size": batch.checkpoint.size,
             "witness": self.cosigner.name,
-            "cosignatures": [line],
+            "cosignatures": [cosign_now(batch.note, self.cosigner)],
         }
 
-    def _check(
-        self, record: FederatedNodeRecord, batch: Batch, dedup: bool
-    ) -> tuple[Verified, list[Prepared]]:
-        verifier = Verifier.from_key(record.key)
-        compact = CompactRange.decode(record.position, record.compact)
-        accepted = verify_checkpoint(record.checkpoint, verifier) if record.checkpoint else None
-        verified = verify_batch(batch, verifier, compact, accepted)
-        prepared = []
-        for offset, (data, leaf) in enumerate(zip(verified.new_entries, verified.leaf_hashes, strict=True)):
-            event, wrapped = wrap(data, record.name, verified.first + offset, leaf)
-            prepared.append(Prepared(offset, entry_row(event, wrapped), fresh_id=not dedup))
-        return verified, prepared
+    def _active(self, name: str) -> FederatedNodeRecord:
+        record = self.record(name)
+        if record.status != "active":
+            raise NodeRefused(f"node {name!r} is refused until an admin reinstates it: {record.reason}",
+                              reason=record.reason)
+        return record
 
-    def _advance(self, name: str, verified: Verified) -> None:
+    def _checked_position(self, lane: _Lane, name: str) -> int:
+        """Entries of the node the hub holds or has checked (in flight)."""
+        return lane.tail.compact.size if lane.tail is not None else self.record(name).position
+
+    def _check(self, lane: _Lane, name: str, node_batch: NodeBatch, follows: int | None) -> Checked:
+        """Check a batch against the node's state after the batches in flight."""
+        record = self._active(name)
+        if lane.tail is not None:
+            compact, accepted = lane.tail.compact, lane.tail.checkpoint
+        else:
+            compact = CompactRange.decode(record.position, record.compact)
+            accepted = (verify_checkpoint(record.checkpoint, Verifier.from_key(record.key))
+                        if record.checkpoint else None)
+        if follows is not None and compact.size < follows:
+            raise Unavailable(f"the batch before index {follows} did not arrive or failed; "
+                              "send again from the hub's position")
+        signed = node_batch.signed
+        skip, rebuilt = verify_extension(signed, compact, accepted)
+        return Checked(rebuilt, signed.checkpoint, signed.note, node_batch.rows[skip:], name not in self._trusted)
+
+    async def _record(self, lane: _Lane, name: str) -> None:
+        """Record the node's state after its batches in flight as their entries are
+        committed, oldest first; if a commit or a record fails, every batch in flight
+        fails with it (and the next ones are deduplicated)."""
+        try:
+            while lane.queue:
+                head = lane.queue[0].committed
+                if head is not None:
+                    await asyncio.wrap_future(head)
+                group = lane.committed_head()
+                await asyncio.to_thread(self._advance, name, group[-1].batch)
+                self._trusted.add(name)
+                lane.recorded(len(group))
+        except BaseException as exc:
+            self._trusted.discard(name)
+            lane.fail_in_flight(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _advance(self, name: str, batch: Checked) -> None:
         with self._state:
             current = self.record(name)  # an admin or the watchdog may have acted meanwhile
             now = _now()
-            self.store.put_federation_node(replace(
-                current, position=verified.compact.size, compact=verified.compact.encode(),
-                checkpoint=verified.note, last_seen=now, updated_at=now,
-            ))
+            self.store.put_federation_node(replace(_advanced(current, batch), last_seen=now, updated_at=now))
 
     # --- alerts ---
     def raise_alert(self, name: str, kind: str, detail: str) -> None:

@@ -22,24 +22,42 @@ the last checkpoint it accepted (size C >= P). A batch is accepted when
    ``proof`` (otherwise the entries are not the node's signed history: *rewritten*).
 
 Since both the old checkpoint and the rebuilt tree are prefixes of the new signed
-tree, everything the hub holds of a node stays mutually consistent.
+tree, everything the hub holds of a node stays mutually consistent. Check 1
+(:func:`verify_signed`) needs only the node's key, so the hub makes it while it
+decodes a batch, for all batches in flight at once; checks 2-4
+(:func:`verify_extension`) need the node's state, one batch after the other.
+
+A node may send a batch before the hub answered the previous one (pipelining). It
+then names the batch's start in the header ``Auditfed-Follows``, and its ``prior``
+proof starts at the previous batch's checkpoint (the one the hub will have accepted
+by then). The hub checks it, with all four checks, once the previous batch is
+checked; if that one fails or does not arrive, this one fails too (503, no alert),
+and the node re-sends from the hub's position.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 from dataclasses import dataclass
 from hashlib import sha256
+
+import orjson
 
 from auditfed.errors import AuditfedError, InvalidInput, ProofError, SignatureError, VerificationError
 from auditfed.federation.compact import CompactRange
 from auditfed.ledger import Checkpoint, Verifier, verify_checkpoint, verify_consistency
 from auditfed.ledger.keys import b64decode_strict
 
-__all__ = ["MAX_BATCH", "Batch", "Verified", "Violation", "decode_batch", "verify_batch"]
+__all__ = [
+    "FOLLOWS_HEADER", "MAX_BATCH", "Batch", "Signed", "Violation", "decode_batch", "parse_batch", "verify_extension",
+    "verify_signed",
+]
 
 MAX_BATCH = 10_000
 """Most entries in one request."""
+
+FOLLOWS_HEADER = "Auditfed-Follows"
+"""Names the start of a batch sent while the node's previous batch is in flight."""
 
 #: Kinds of misbehaviour; each raises an alert and refuses the node.
 KINDS = ("bad_signature", "split_view", "rewritten", "skipped_indexes", "silent")
@@ -66,15 +84,16 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
-class Verified:
-    """What the hub learnt from an accepted batch."""
+class Signed:
+    """A batch whose checkpoint is signed by the node's key, its entries reduced to
+    their leaf hashes: what checks 2-4 need."""
 
-    first: int  # index of the first new entry (entries before it were already accepted)
-    new_entries: list[bytes]
+    start: int
     leaf_hashes: list[bytes]
-    compact: CompactRange  # after the new entries
     checkpoint: Checkpoint
     note: str
+    proof: list[bytes]
+    prior: list[bytes]
 
 
 def _hashes(value: object, name: str) -> list[bytes]:
@@ -101,59 +120,77 @@ def decode_batch(body: object) -> Batch:
     if not isinstance(note, str):
         raise InvalidInput("checkpoint must be the signed checkpoint note")
     try:
-        data = [base64.b64decode(e, validate=True) for e in entries]
+        data = [binascii.a2b_base64(e, strict_mode=True) for e in entries]
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"entries: invalid base64: {exc}") from None
     return Batch(start, data, note, _hashes(body.get("proof", []), "proof"),
                  _hashes(body.get("prior", []), "prior"))
 
 
-def verify_batch(
-    batch: Batch,
-    verifier: Verifier,
-    compact: CompactRange,
-    accepted: Checkpoint | None,
-) -> Verified:
-    """Check a batch against a node's state (its key, compact range, last checkpoint).
+def parse_batch(body: bytes) -> Batch:
+    """:func:`decode_batch` of a raw request body."""
+    try:
+        return decode_batch(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from None
 
-    Raises :class:`Violation` for misbehaviour, :class:`InvalidInput` for a malformed
-    or out-of-range request.
-    """
+
+def verify_signed(batch: Batch, verifier: Verifier) -> Signed:
+    """Check 1, and the leaf hashes of the batch's entries."""
     try:
         checkpoint = verify_checkpoint(batch.note, verifier)
     except (SignatureError, VerificationError) as exc:
         raise Violation("bad_signature", f"checkpoint not signed by the enrolled key: {exc.detail}") from None
-    size, root = checkpoint.size, checkpoint.root
+    leaf_hashes = [sha256(b"\x00" + data).digest() for data in batch.entries]
+    return Signed(batch.start, leaf_hashes, checkpoint, batch.note, batch.proof, batch.prior)
+
+
+def verify_extension(
+    signed: Signed, compact: CompactRange, accepted: Checkpoint | None
+) -> tuple[int, CompactRange]:
+    """Checks 2-4 against a node's state (its compact range and last accepted
+    checkpoint): how many of the batch's entries were accepted before, and the
+    compact range once the others are.
+
+    Raises :class:`Violation` for misbehaviour, :class:`InvalidInput` for a batch
+    beyond its checkpoint.
+    """
+    checkpoint = signed.checkpoint
     if accepted is not None:
-        if size < accepted.size:
-            raise Violation("split_view", f"checkpoint of size {size} is older than the accepted "
-                            f"checkpoint of size {accepted.size}: the log went back")
-        if size == accepted.size and root != accepted.root:
-            raise Violation("split_view", f"two different checkpoints of size {size}: the node's "
-                            "history was rewritten or it shows a split view")
-        if size > accepted.size and accepted.size > 0:
-            try:
-                verify_consistency(accepted.size, size, accepted.root, root, batch.prior)
-            except ProofError as exc:
-                raise Violation("split_view", f"checkpoint of size {size} is not consistent with the "
-                                f"accepted checkpoint of size {accepted.size}: the node's history was "
-                                f"rewritten or it shows a split view ({exc.detail})") from None
-    position = compact.size
-    if batch.start > position:
-        raise Violation("skipped_indexes", f"entries start at {batch.start} but the next expected "
-                        f"index is {position}: indexes {position}..{batch.start - 1} were skipped")
-    skip = position - batch.start
-    new = batch.entries[skip:]
+        _verify_not_back(checkpoint, accepted, signed.prior)
+    position, size = compact.size, checkpoint.size
+    if signed.start > position:
+        raise Violation("skipped_indexes", f"entries start at {signed.start} but the next expected "
+                        f"index is {position}: indexes {position}..{signed.start - 1} were skipped")
+    skip = position - signed.start
+    new = signed.leaf_hashes[skip:]
     end = position + len(new)
     if end > size:
         raise InvalidInput(f"entries reach index {end - 1}, beyond the checkpoint's size {size}")
-    leaf_hashes = [sha256(b"\x00" + data).digest() for data in new]
     rebuilt = compact.copy()
-    rebuilt.extend(leaf_hashes)
+    rebuilt.extend(new)
     if end > 0:
         try:
-            verify_consistency(end, size, rebuilt.root(), root, batch.proof)
+            verify_consistency(end, size, rebuilt.root(), checkpoint.root, signed.proof)
         except ProofError as exc:
             raise Violation("rewritten", f"entries 0..{end - 1} do not rebuild the node's signed tree "
                             f"of size {size}: {exc.detail}") from None
-    return Verified(position, new, leaf_hashes, rebuilt, checkpoint, batch.note)
+    return skip, rebuilt
+
+
+def _verify_not_back(checkpoint: Checkpoint, accepted: Checkpoint, prior: list[bytes]) -> None:
+    """Check 2."""
+    size, root = checkpoint.size, checkpoint.root
+    if size < accepted.size:
+        raise Violation("split_view", f"checkpoint of size {size} is older than the accepted "
+                        f"checkpoint of size {accepted.size}: the log went back")
+    if size == accepted.size and root != accepted.root:
+        raise Violation("split_view", f"two different checkpoints of size {size}: the node's "
+                        "history was rewritten or it shows a split view")
+    if size > accepted.size and accepted.size > 0:
+        try:
+            verify_consistency(accepted.size, size, accepted.root, root, prior)
+        except ProofError as exc:
+            raise Violation("split_view", f"checkpoint of size {size} is not consistent with the "
+                            f"accepted checkpoint of size {accepted.size}: the node's history was "
+                            f"rewritten or it shows a split view ({exc.detail})") from None
