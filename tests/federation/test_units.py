@@ -132,3 +132,14 @@ def test_batches_and_violations() -> None:
     log.add(_leaves(3, "z"))
     _, grown, _ = verify(log.batch(3, 8, prior=5), verifier, compact, accepted)
     assert grown.root() == log.tree.root()
+
+
+def test_a_forwarded_batch_stays_under_the_byte_cap() -> None:
+    from auditfed.federation.forwarder import MAX_BATCH_BYTES, _within_bytes
+
+    rows = [(i, b"x" * 3_000_000) for i in range(5)]
+    kept = _within_bytes(rows, MAX_BATCH_BYTES)
+    assert [i for i, _ in kept] == [0, 1]  # 2 x 4 MB of base64 fit in 8 MiB, 3 do not
+    assert _within_bytes([(0, b"y" * 20_000_000)], MAX_BATCH_BYTES) == [(0, b"y" * 20_000_000)]
+    small = [(i, b"z" * 100) for i in range(2000)]
+    assert _within_bytes(small, MAX_BATCH_BYTES) == small

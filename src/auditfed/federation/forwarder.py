@@ -62,6 +62,8 @@ _MAX_COMMITS_TRACKED = 100_000
 #: Batches in flight to the hub: the hub checks the next one while it appends the
 #: previous one (see :mod:`auditfed.federation.hub`).
 PIPELINE = 2
+#: Most bytes of entries in one batch: half the hub's default ``max_body_bytes``.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 class HubError(Exception):
@@ -81,6 +83,18 @@ class _Flight(NamedTuple):
     #: Size of the checkpoint it was sent with.
     size: int
     answer: Future[dict[str, Any]]
+
+
+def _within_bytes(rows: list[tuple[int, bytes]], limit: int) -> list[tuple[int, bytes]]:
+    """The first rows whose base64 form fits in ``limit`` bytes (at least one): a batch
+    of a few thousand large events must not pass the hub's body limit (a 413 would
+    repeat on every retry)."""
+    total = 0
+    for count, (_, data) in enumerate(rows):
+        total += (len(data) + 2) // 3 * 4 + 3  # base64 plus quotes and comma
+        if total > limit and count > 0:
+            return rows[:count]
+    return rows
 
 
 def _b64(data: bytes) -> str:
@@ -297,6 +311,8 @@ class Forwarder:
         rows = store.entries(start, end) if end > start else []
         if len(rows) != end - start or any(i != start + k for k, (i, _) in enumerate(rows)):
             raise RuntimeError(f"the local log has a gap in [{start}, {end}): run 'auditfed verify'")
+        rows = _within_bytes(rows, MAX_BATCH_BYTES)
+        end = start + len(rows)
         size = checkpoint.size
         proof = consistency_proof(end, size, store) if 0 < end < size else []
         # The hub checks this batch against the checkpoint of the one before it.
