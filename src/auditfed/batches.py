@@ -8,6 +8,7 @@ busy thread handles large batches (cheaper per item) and an idle one answers at 
 from __future__ import annotations
 
 import queue
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,3 +38,22 @@ def drain(
         batch.append(item)
         count += size(item)
     return batch, False
+
+
+def handle_batches(
+    source: queue.SimpleQueue[Any],
+    handle: Callable[[list[Any]], None],
+    *,
+    stop: object,
+    size: Callable[[Any], int] = lambda _item: 1,
+    cap: int = sys.maxsize,
+) -> None:
+    """Pass batches from ``source`` to ``handle`` until the ``stop`` marker, after
+    handling everything queued before it."""
+    stopped = False
+    while not stopped:
+        first = source.get()
+        if first is stop:
+            return
+        batch, stopped = drain(source, first, stop=stop, size=size, cap=cap)
+        handle(batch)

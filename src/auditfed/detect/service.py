@@ -43,7 +43,6 @@ import hmac
 import logging
 import queue
 import random
-import sys
 import threading
 import time
 import uuid
@@ -59,7 +58,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from auditfed import __version__
-from auditfed.batches import drain
+from auditfed.batches import handle_batches
 from auditfed.config import Settings
 from auditfed.detect.correlation import parse_time
 from auditfed.errors import AuditfedError, ConfigError, NotFound
@@ -632,14 +631,8 @@ class DetectionService:
             self._healthy = False
             log.exception("detection could not replay the log's tail")
         self.ready.set()
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch, stop = drain(self._queue, first, stop=_STOP, cap=MAX_BATCH_EVENTS,
-                                size=lambda item: len(item[1]))
-            self._process_batch(batch)
+        handle_batches(self._queue, self._process_batch, stop=_STOP, cap=MAX_BATCH_EVENTS,
+                       size=lambda item: len(item[1]))
         self._raise_queue.put(_STOP)
         self._raiser.join()
 
@@ -666,19 +659,15 @@ class DetectionService:
 
     def _raise_loop(self) -> None:
         """Raise what the engine matched, in order; then move the watermark on."""
-        stop = False
-        while not stop:
-            first = self._raise_queue.get()
-            if first is _STOP:
-                break
-            items, stop = drain(self._raise_queue, first, stop=_STOP, cap=sys.maxsize,
-                                size=lambda _item: 1)
-            alerts = [alert for found, _ in items for alert in found]
-            if alerts and not self._raise_with_retries(alerts):
-                continue
-            self._upto = items[-1][1]
-            self._save_watermark()
+        handle_batches(self._raise_queue, self._raise_batch, stop=_STOP)
         self._save_watermark(force=True)
+
+    def _raise_batch(self, items: list[tuple[list[Alert], int]]) -> None:
+        alerts = [alert for found, _ in items for alert in found]
+        if alerts and not self._raise_with_retries(alerts):
+            return
+        self._upto = items[-1][1]
+        self._save_watermark()
 
     def _raise_with_retries(self, alerts: list[Alert]) -> bool:
         delay = 0.05

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from auditfed.batches import drain
+from auditfed.batches import handle_batches
 from auditfed.store.base import EntryRow, Store
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,8 @@ class Indexer:
 
     # --- the indexer thread ---
     def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch, stop = drain(self._queue, first, stop=_STOP, cap=INDEX_BATCH,
-                                size=lambda rows: len(rows[1]))
-            self._write(batch)
+        handle_batches(self._queue, self._write, stop=_STOP, cap=INDEX_BATCH,
+                       size=lambda rows: len(rows[1]))
 
     def _write(self, batch: list[Rows]) -> None:
         while True:
