@@ -129,13 +129,19 @@ def _search(server: Server, query: str) -> list[dict]:
     return r.json()["events"]
 
 
-def test_a_lost_index_file_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+def _stopped_without_index(tmp_path: Path, events: int) -> tuple[Server, str]:
+    """A server that stored ``events`` events, stopped, its index file deleted."""
     server = Server(tmp_path / "data", "--ingest-workers", "0").start()
     token = server.token("source", service="billing")
-    assert _post(server, token, _events("e", 30)).json()["accepted"] == 30
+    assert _post(server, token, _events("e", events)).json()["accepted"] == events
     server.stop()
     for path in (tmp_path / "data").glob("auditfed.index.db*"):
         path.unlink()
+    return server, token
+
+
+def test_a_lost_index_file_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+    server, token = _stopped_without_index(tmp_path, 30)
     server.start()
     try:
         assert _wait_for(lambda: len(_search(server, 'actor:user1')) == 5)
@@ -146,12 +152,7 @@ def test_a_lost_index_file_is_rebuilt_from_the_log(tmp_path: Path) -> None:
 
 def test_an_index_in_the_log_file_moves_to_its_own_file(tmp_path: Path) -> None:
     """Data dirs of the first layout kept ``event_index`` in the log's own file."""
-    server = Server(tmp_path / "data", "--ingest-workers", "0").start()
-    token = server.token("source", service="billing")
-    assert _post(server, token, _events("e", 20)).json()["accepted"] == 20
-    server.stop()
-    for path in (tmp_path / "data").glob("auditfed.index.db*"):
-        path.unlink()
+    server, _ = _stopped_without_index(tmp_path, 20)
     log_file = sqlite3.connect(tmp_path / "data" / "auditfed.db", isolation_level=None)
     log_file.execute("CREATE TABLE event_index (idx INTEGER PRIMARY KEY)")
     log_file.execute("INSERT INTO meta (key, value) VALUES ('indexed_size', '20')")

@@ -64,10 +64,6 @@ class Decoded:
     def errors(self) -> list[RecordError]:
         return [item for item in self.items if isinstance(item, RecordError)]
 
-    @property
-    def event_count(self) -> int:
-        return sum(not isinstance(item, RecordError) for item in self.items)
-
     def without_events(self) -> Decoded:
         """This outcome with each event replaced by ``None``: what a request's answer
         needs (positions, skipped, errors) once the events went to the pipeline."""

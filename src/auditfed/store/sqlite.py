@@ -244,14 +244,14 @@ class _SQLiteWrite(WriteTransaction):
         # One statement for the whole group: the keys travel as one JSON array and
         # SQLite probes the unique index for each, without a round trip per key.
         # json_extract ends a string at U+0000, so such keys are looked up one by one.
-        plain = [key for key in keys if "\x00" not in key[0] + key[1]]
+        plain, with_nul = [], []
+        for key in keys:
+            (with_nul if "\x00" in key[0] or "\x00" in key[1] else plain).append(key)
         rows = self.lookup.execute(_EXISTING_KEYS, (orjson.dumps(plain),)).fetchall() if plain else []
-        for service, event_id in keys:
-            if "\x00" in service + event_id:
-                rows += self.lookup.execute(
-                    "SELECT idx, service, event_id FROM event_index WHERE service = ? AND event_id = ?",
-                    (service, event_id),
-                ).fetchall()
+        for key in with_nul:
+            rows += self.lookup.execute(
+                "SELECT idx, service, event_id FROM event_index WHERE service = ? AND event_id = ?", key
+            ).fetchall()
         return {(service, event_id): index for index, service, event_id in rows}
 
     def append_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
