@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,9 +31,14 @@ def fresh_database(pg: PostgresServer) -> str:
 class Cluster:
     """``count`` nodes sharing one database, the log key and the redaction salt."""
 
-    def __init__(self, base: Path, url: str, count: int, *extra: str) -> None:
+    def __init__(self, base: Path, url: str, count: int, *extra: str,
+                 setup: Callable[[Path], tuple[str, ...]] | None = None) -> None:
+        """``setup``: called with the first data dir once initialised (its log key
+        exists); returns more ``serve`` arguments for every node."""
         first = base / "node1"
         self.admin_token = run_cli("init", "--data", str(first), "--store", url, check=True).stdout.strip()
+        if setup is not None:
+            extra = (*extra, *setup(first))
         self.url = url
         self.nodes: list[Server] = []
         for number in range(1, count + 1):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster_helpers import Cluster, fresh_database
@@ -26,8 +27,8 @@ def cluster_pg() -> Iterator[PostgresServer]:
 def make_cluster(cluster_pg: PostgresServer, tmp_path: Path) -> Iterator:
     made: list[Cluster] = []
 
-    def make(count: int, *extra: str) -> Cluster:
-        cluster = Cluster(tmp_path / f"c{len(made)}", fresh_database(cluster_pg), count, *extra)
+    def make(count: int, *extra: str, **options: Any) -> Cluster:
+        cluster = Cluster(tmp_path / f"c{len(made)}", fresh_database(cluster_pg), count, *extra, **options)
         made.append(cluster)
         return cluster
 

@@ -16,6 +16,13 @@ is alive and gets the checkpoint cosigned.
 The hub's cosignatures (C2SP tlog-cosignature) are kept in the store, and served
 with the checkpoint by ``GET /v1/log/checkpoint?cosigned=1``.
 
+On a PostgreSQL cluster (several servers, one log) only the log's leader forwards:
+the others keep a forwarder in ``standby`` that takes over, from the hub's position,
+when their server becomes the leader. One sender per log keeps the hub's view of
+the node simple (one stream of batches, in order) and spends the link once; during
+a change of leader two forwarders may overlap for a moment, which is safe (the hub
+recognises re-sent entries).
+
 Lag is exported as ``auditfed_federation_lag_entries`` and
 ``auditfed_federation_lag_seconds`` (age of the oldest entry the hub has not
 acknowledged), and in ``auditfed federation status``.
@@ -30,6 +37,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -62,6 +70,8 @@ _MAX_COMMITS_TRACKED = 100_000
 #: Batches in flight to the hub: the hub checks the next one while it appends the
 #: previous one (see :mod:`auditfed.federation.hub`).
 PIPELINE = 2
+#: Seconds between two looks at whether a standby forwarder's server leads the log.
+STANDBY_POLL = 0.5
 #: Most bytes of entries in one batch: half the hub's default ``max_body_bytes``.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 
@@ -102,7 +112,9 @@ def _b64(data: bytes) -> str:
 
 
 class Forwarder:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, leads: Callable[[], bool] | None = None) -> None:
+        """``leads``: whether this server should forward now (a cluster's leader test);
+        without it, always."""
         settings = node.settings
         if not settings.node_name:
             raise ConfigError("a node that forwards upstream needs --node-name")
@@ -110,6 +122,7 @@ class Forwarder:
             raise ConfigError("a node that forwards upstream needs --upstream-token")
         assert settings.upstream is not None
         self.node = node
+        self._leads = leads or (lambda: True)
         self.name = settings.node_name
         self.upstream = settings.upstream.rstrip("/")
         self.batch = settings.upstream_batch
@@ -217,6 +230,9 @@ class Forwarder:
     def _run(self) -> None:
         backoff = MIN_BACKOFF
         while not self._stop.is_set():
+            if not self._leads():
+                self._stand_by()
+                continue
             try:
                 if self.position is None:
                     self._sync()
@@ -243,6 +259,16 @@ class Forwarder:
                             extra={"error": self.last_error, "backoff": round(backoff, 2)})
                 self._stop.wait(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _stand_by(self) -> None:
+        """Not the leader: let the batches in flight finish, forget the position (the
+        next term starts from the hub's), and look again in a moment."""
+        if self.state != "standby":
+            self._drain()
+            self.position = None
+            self.state = "standby"
+            log.info("not the log's leader: forwarding stands by")
+        self._stop.wait(STANDBY_POLL)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self.http.request(method, path, **kwargs)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from auditfed.errors import NotFound
@@ -21,7 +22,9 @@ class Federation:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.hub = Hub(node)
-        self.forwarder = Forwarder(node) if node.settings.upstream else None
+        self.forwarder = (
+            Forwarder(node, leads=_leader_test(node)) if node.settings.upstream else None
+        )
 
     def start(self) -> None:
         self.hub.start()
@@ -41,6 +44,14 @@ class Federation:
             "witness_key": self.hub.witness_key(),
             "nodes": [node_summary(r) for r in self.node.store.federation_nodes()],
         }
+
+
+def _leader_test(node: Node) -> Callable[[], bool] | None:
+    """On a cluster, only the log's leader forwards (see :mod:`.forwarder`)."""
+    sequencer = node.sequencer
+    if not hasattr(sequencer, "run_on_leader"):
+        return None
+    return lambda: bool(sequencer.is_leader)
 
 
 def cosigned_checkpoint(store: Store) -> str:

@@ -317,7 +317,11 @@ class PendingWriter:
 
 
 def node_identity(settings: Any) -> str:
-    return settings.node_name or f"{socket.gethostname()}:{settings.listen}"
+    """This server's name among the cluster's servers: unique per server (host and
+    listen address). A federation ``node_name`` names the whole log, which every
+    server of the cluster shares, so it only prefixes the identity."""
+    server = f"{socket.gethostname()}:{settings.listen}"
+    return f"{settings.node_name}@{server}" if settings.node_name else server
 
 
 def check_shared_secrets(store: PostgresStore, signer: Signer, salt: bytes) -> None:
