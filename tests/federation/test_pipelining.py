@@ -22,7 +22,7 @@ import auditfed.federation.hub as hub_module
 from auditfed.config import load_settings
 from auditfed.errors import StoreError, Unavailable
 from auditfed.federation import Violation
-from auditfed.federation.hub import Hub, NodeRefused, enrol_node
+from auditfed.federation.hub import Hub, NodeRefused, enrol_node, reinstate_node
 from auditfed.node import Node, initialise
 
 NAME = "piped"
@@ -106,7 +106,7 @@ def test_a_failed_record_fails_the_batches_in_flight_and_nothing_is_stored_twice
     hub = node.federation.hub
     advance = Hub._advance
 
-    def fail_once(self: Hub, name: str, batch: hub_module.Checked) -> None:
+    def fail_once(self: Hub, *args: Any) -> None:
         monkeypatch.setattr(Hub, "_advance", advance)
         raise StoreError("the disk is full")
 
@@ -122,3 +122,29 @@ def test_a_failed_record_fails_the_batches_in_flight_and_nothing_is_stored_twice
     # Their entries were committed: sent again, they are recognised, not stored twice.
     again = asyncio.run(hub.receive(NAME, body(log, 0, 6)))
     assert (again["position"], again["accepted"], again["duplicates"]) == (6, 0, 6)
+
+
+def test_a_rebaseline_during_a_batch_wins_and_the_batch_fails_without_an_alert(
+    node: Node, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin re-baselines the node while its batch is being appended: the record
+    is not moved past the admin's reset (the update is conditional), the batch fails
+    with 503 (send again) and no alert is raised; sent again, nothing is stored twice."""
+    hub = node.federation.hub
+    advance = Hub._advance
+
+    def admin_acts_first(self: Hub, *args: Any) -> bool:
+        monkeypatch.setattr(Hub, "_advance", advance)
+        reinstate_node(node.store, NAME, rebaseline=True)
+        return advance(self, *args)
+
+    asyncio.run(hub.receive(NAME, body(log, 0, 3)))
+    monkeypatch.setattr(Hub, "_advance", admin_acts_first)
+    with pytest.raises(Unavailable, match="admin acted"):
+        asyncio.run(hub.receive(NAME, body(log, 3, 6)))
+    record = hub.record(NAME)
+    assert (record.position, record.status) == (0, "active")
+    again = asyncio.run(hub.receive(NAME, body(log, 0, 6)))
+    assert (again["position"], again["accepted"], again["duplicates"]) == (6, 0, 6)
+    assert not node.store.list_alerts(status=None, rule_id=None, level=None, before=None, after=None,
+                                      limit=10)

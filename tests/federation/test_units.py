@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -143,3 +144,33 @@ def test_a_forwarded_batch_stays_under_the_byte_cap() -> None:
     assert _within_bytes([(0, b"y" * 20_000_000)], MAX_BATCH_BYTES) == [(0, b"y" * 20_000_000)]
     small = [(i, b"z" * 100) for i in range(2000)]
     assert _within_bytes(small, MAX_BATCH_BYTES) == small
+
+
+def test_a_node_record_advances_only_from_where_the_batch_was_checked(store, tmp_path) -> None:
+    """The hub records a node's new state with one conditional update: an admin's
+    refusal is kept, an admin's re-baseline (position moved) wins over a batch that
+    was in flight."""
+    from auditfed.federation.hub import enrol_node, reinstate_node
+    from auditfed.store import open_store
+
+    url = store or f"sqlite:///{tmp_path / 'auditfed.db'}"
+    db = open_store(url)
+    try:
+        key = Signer.generate("auditfed.test/eu").verifier_key()
+        enrol_node(db, "eu", key)
+        assert db.advance_federation_node("eu", 0, 10, b"\x01" * 64, "note-10", "t1")
+        record = db.get_federation_node("eu")
+        assert (record.position, record.compact, record.checkpoint, record.last_seen) == (
+            10, b"\x01" * 64, "note-10", "t1")
+
+        db.put_federation_node(replace(record, status="refused", reason="split_view: test"))
+        assert db.advance_federation_node("eu", 10, 20, b"\x02" * 32, "note-20", "t2")
+        record = db.get_federation_node("eu")
+        assert (record.position, record.status, record.reason) == (20, "refused", "split_view: test")
+
+        reinstate_node(db, "eu", rebaseline=True)  # position back to 0
+        assert not db.advance_federation_node("eu", 20, 30, b"\x03" * 32, "note-30", "t3")
+        record = db.get_federation_node("eu")
+        assert (record.position, record.status, record.checkpoint) == (0, "active", None)
+    finally:
+        db.close()

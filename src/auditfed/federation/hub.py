@@ -177,15 +177,13 @@ class Checked:
     rows: list[tuple[Any, ...]]
     #: The entries may be in this log already (the sequencer looks them up).
     dedup: bool
+    #: The node's position the batch was checked against (where its record must
+    #: still be when the batch is recorded).
+    extends: int
 
     def prepared(self) -> list[Prepared]:
         make_row, fresh = EntryRow._make, not self.dedup
         return [Prepared(offset, make_row(row), fresh) for offset, row in enumerate(self.rows)]
-
-
-def _advanced(record: FederatedNodeRecord, batch: Checked) -> FederatedNodeRecord:
-    """``record`` once ``batch`` is recorded."""
-    return replace(record, position=batch.compact.size, compact=batch.compact.encode(), checkpoint=batch.note)
 
 
 @dataclass(slots=True)
@@ -411,7 +409,8 @@ class Hub:
                               "send again from the hub's position")
         signed = node_batch.signed
         skip, rebuilt = verify_extension(signed, compact, accepted)
-        return Checked(rebuilt, signed.checkpoint, signed.note, node_batch.rows[skip:], name not in self._trusted)
+        return Checked(rebuilt, signed.checkpoint, signed.note, node_batch.rows[skip:],
+                       name not in self._trusted, compact.size)
 
     async def _record(self, lane: _Lane, name: str) -> None:
         """Record the node's state after its batches in flight as their entries are
@@ -423,7 +422,9 @@ class Hub:
                 if head is not None:
                     await asyncio.wrap_future(head)
                 group = lane.committed_head()
-                await asyncio.to_thread(self._advance, name, group[-1].batch)
+                if not await asyncio.to_thread(self._advance, name, group[0].batch.extends, group[-1].batch):
+                    raise Unavailable("the node's record changed while its batches were in flight "
+                                      "(an admin acted); send again from the hub's position")
                 self._trusted.add(name)
                 lane.recorded(len(group))
         except BaseException as exc:
@@ -432,11 +433,12 @@ class Hub:
             if not isinstance(exc, Exception):
                 raise
 
-    def _advance(self, name: str, batch: Checked) -> None:
-        with self._state:
-            current = self.record(name)  # an admin or the watchdog may have acted meanwhile
-            now = _now()
-            self.store.put_federation_node(replace(_advanced(current, batch), last_seen=now, updated_at=now))
+    def _advance(self, name: str, expected: int, batch: Checked) -> bool:
+        """Record the node's state after ``batch``, if its record is still at ``expected``
+        (an admin may have re-baselined it meanwhile; a refusal is kept as it is)."""
+        with self._state:  # not between an alert's read and write of the record
+            return self.store.advance_federation_node(
+                name, expected, batch.compact.size, batch.compact.encode(), batch.note, _now())
 
     # --- alerts ---
     def raise_alert(self, name: str, kind: str, detail: str) -> None:

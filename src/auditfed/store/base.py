@@ -334,6 +334,18 @@ class Store(abc.ABC):
         """Insert or replace a node's record (durably)."""
 
     @abc.abstractmethod
+    def advance_federation_node(
+        self, name: str, expected_position: int, position: int, compact: bytes, checkpoint: str,
+        seen: str,
+    ) -> bool:
+        """Move a node's verified state (position, compact range, checkpoint) forward,
+        only if it is still at ``expected_position``; its status and reason are left as
+        they are. False if the record moved meanwhile (an admin re-baselined the node).
+
+        One conditional update, no read-modify-write: an admin's refusal or
+        reinstatement racing a batch is never overwritten by it."""
+
+    @abc.abstractmethod
     def add_cosignature(self, size: int, witness: str, line: str, created_at: str) -> None:
         """Keep a witness's cosignature line of this log's checkpoint of ``size``
         (replacing that witness's earlier one of the same size)."""

@@ -13,6 +13,14 @@ DELIVERY_COLUMNS = (
 )
 
 
+def advance_node_sql(placeholder: str) -> str:
+    """The conditional update of :meth:`~auditfed.store.base.Store.advance_federation_node`;
+    its arguments: position, compact, checkpoint, seen, seen, name, expected position."""
+    p = placeholder
+    return (f"UPDATE federation_nodes SET position = {p}, compact = {p}, checkpoint = {p},"
+            f" last_seen = {p}, updated_at = {p} WHERE name = {p} AND position = {p}")
+
+
 def alert_listing(
     placeholder: str,
     *,

@@ -49,9 +49,17 @@ from auditfed.store.base import (
     WriteTransaction,
 )
 from auditfed.store.filters import SQLITE, Query, compile_where
-from auditfed.store.sql import ALERT_COLUMNS, DELIVERY_COLUMNS, TOKEN_COLUMNS, alert_listing
+from auditfed.store.sql import (
+    ALERT_COLUMNS,
+    DELIVERY_COLUMNS,
+    TOKEN_COLUMNS,
+    advance_node_sql,
+    alert_listing,
+)
 
 log = logging.getLogger(__name__)
+
+_ADVANCE_NODE = advance_node_sql("?")
 
 #: Schema migrations, applied in order; ``PRAGMA user_version`` holds how many ran.
 MIGRATIONS: tuple[str, ...] = (
@@ -380,11 +388,13 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             conn.execute("PRAGMA busy_timeout=30000")
+            # WAL checkpoints run in the store's checkpointer thread, never in a
+            # committing one (see _WalCheckpointer): also not in the small writes
+            # beside the sequencer (alerts, federation records), where a checkpoint
+            # of a WAL the sequencer has grown would stall the write.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
             if writer:
                 conn.execute("PRAGMA cache_size=-131072")
-                # WAL checkpoints run in the store's checkpointer thread, not in
-                # the committing one (see _WalCheckpointer).
-                conn.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {path}: {exc}") from None
         return conn
@@ -741,6 +751,13 @@ class SQLiteStore(Store):
             f"SELECT {self._NODE_COLUMNS} FROM federation_nodes WHERE name = ?", (name,)
         ).fetchone()
         return None if row is None else FederatedNodeRecord(*row)
+
+    def advance_federation_node(
+        self, name: str, expected_position: int, position: int, compact: bytes, checkpoint: str,
+        seen: str,
+    ) -> bool:
+        return self._write(_ADVANCE_NODE, (position, compact, checkpoint, seen, seen, name,
+                                           expected_position)) == 1
 
     def put_federation_node(self, record: FederatedNodeRecord) -> None:
         r = record
