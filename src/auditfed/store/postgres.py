@@ -243,6 +243,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (size, witness)
     );
     """,
+    # Partial indexes for the columns many events leave empty (as on SQLite): an index
+    # entry for NULL costs an insert per event and serves no query (a query on these
+    # columns always implies NOT NULL, so the planner still uses the partial index).
+    """
+    DROP INDEX event_index_principal;
+    DROP INDEX event_index_resource;
+    DROP INDEX event_index_trace;
+    CREATE INDEX event_index_principal ON event_index (principal) WHERE principal IS NOT NULL;
+    CREATE INDEX event_index_resource ON event_index (resource) WHERE resource IS NOT NULL;
+    CREATE INDEX event_index_trace ON event_index (trace_id) WHERE trace_id IS NOT NULL;
+    """,
 )
 
 _INDEX_COLUMNS = (
