@@ -12,8 +12,12 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from live_helpers import Receiver, alerts, hook, ingest_console_login, signature_ok, wait_until, write_config
 from support.server import Server
+
+from auditfed.detect.service import Webhook
+from auditfed.errors import ConfigError
 
 
 def _check_attempts(receiver: Receiver) -> dict:
@@ -99,3 +103,37 @@ def test_a_bad_webhook_config_stops_the_server_with_a_message(tmp_path: Path) ->
     else:  # pragma: no cover
         server.stop()
         raise AssertionError("the server started with a bad webhook")
+
+
+@pytest.mark.parametrize("value", [-1, "3", 2.5, True])
+def test_max_attempts_must_be_a_whole_number_of_attempts(value: object) -> None:
+    with pytest.raises(ConfigError, match="max_attempts"):
+        Webhook.from_config({"url": "https://siem.example/hook", "max_attempts": value})
+
+
+def test_a_delivery_is_given_up_after_max_attempts(tmp_path: Path, store: str | None) -> None:
+    """A receiver that never recovers gets ``max_attempts`` attempts, then none, also
+    after a restart; the alert itself stays listed."""
+    receiver = Receiver(mode="fail")
+    config = write_config(tmp_path / "c.toml", webhooks=[
+        hook(receiver, max_attempts=3, backoff_initial=0.05, backoff_max=0.1)])
+    server = Server(tmp_path / "data", "--config", str(config), store=store).start()
+    try:
+        with server.client(server.admin_token) as admin:
+            ingest_console_login(admin)
+            wait_until(lambda: len(receiver.all()) >= 3)
+            time.sleep(1.0)  # a fourth attempt would come within 0.1 s
+            assert len(receiver.all()) == 3
+            _check_attempts(receiver)
+            metrics = admin.get("/metrics").text
+            assert "auditfed_webhook_given_up_total 1.0" in metrics
+            assert '"webhook delivery given up"' in server.log_path.read_text()
+        server.stop()
+        server.start()
+        time.sleep(1.0)
+        assert len(receiver.all()) == 3
+        with server.client(server.admin_token) as admin:
+            assert len(alerts(admin)) == 1
+    finally:
+        server.stop()
+        receiver.close()

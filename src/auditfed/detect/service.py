@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import queue
 import random
 import threading
@@ -176,8 +177,14 @@ class Webhook:
     ``url`` (http/https), ``secret`` (HMAC key; or ``secret_env``, the name of an
     environment variable holding it), ``name`` (stable id in the outbox; default the
     URL), ``timeout`` seconds per attempt, ``backoff_initial``/``backoff_max``
-    seconds between attempts (doubling, with jitter), ``min_level`` (only alerts of
-    that level or above), ``headers`` (extra request headers).
+    seconds between attempts (doubling, with jitter), ``max_attempts`` (then the
+    delivery is given up: it stays in the outbox, never due again, and the alert
+    itself stays in the alert store; ``0`` retries for ever), ``min_level`` (only
+    alerts of that level or above), ``headers`` (extra request headers).
+
+    Why a limit by default: a receiver that is gone for good (a decommissioned SIEM
+    endpoint) would otherwise keep every alert since in the outbox and be retried for
+    ever. With the defaults, 100 attempts span about eight hours.
     """
 
     url: str
@@ -186,11 +193,12 @@ class Webhook:
     timeout: float = 5.0
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
+    max_attempts: int = 100
     min_level: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
     _KEYS = frozenset({"url", "name", "secret", "secret_env", "timeout", "backoff_initial",
-                       "backoff_max", "min_level", "headers"})
+                       "backoff_max", "max_attempts", "min_level", "headers"})
 
     @classmethod
     def from_config(cls, table: dict[str, Any]) -> Webhook:
@@ -219,6 +227,7 @@ class Webhook:
                 timeout=float(table.get("timeout", 5.0)),
                 backoff_initial=float(table.get("backoff_initial", 1.0)),
                 backoff_max=float(table.get("backoff_max", 300.0)),
+                max_attempts=_whole(table.get("max_attempts", 100)),
                 min_level=min_level,
                 headers={str(k): str(v) for k, v in (table.get("headers") or {}).items()},
             )
@@ -227,6 +236,8 @@ class Webhook:
         if hook.timeout <= 0 or hook.backoff_initial <= 0 or hook.backoff_max < hook.backoff_initial:
             raise ConfigError("webhooks: timeout and backoff_initial must be > 0, "
                               "backoff_max >= backoff_initial")
+        if hook.max_attempts < 0:
+            raise ConfigError("webhooks: max_attempts must be >= 0 (0: retry for ever)")
         if hook.secret is None:
             log.warning("webhook without a secret: its deliveries are not signed",
                         extra={"webhook": hook.name})
@@ -238,10 +249,19 @@ class Webhook:
         rank = LEVELS.index(level) if level in LEVELS else 0
         return rank >= LEVELS.index(self.min_level)
 
+    def gives_up_after(self, attempts: int) -> bool:
+        return 0 < self.max_attempts <= attempts
+
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1`` (exponential, capped, 0.8-1.2 jitter)."""
         delay = min(self.backoff_initial * 2 ** max(attempts - 1, 0), self.backoff_max)
         return delay * random.uniform(0.8, 1.2)
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"max_attempts must be a whole number, not {value!r}")
+    return value
 
 
 def rule_paths(settings: Settings) -> list[Path]:
@@ -460,6 +480,14 @@ class WebhookSender:
         if error is None:
             outcome = {"delivered_at": format_time(datetime.fromtimestamp(now, UTC)),
                        "next_attempt_at": now, "error": None, "attempts": attempts}
+        elif hook.gives_up_after(attempts):
+            log.error("webhook delivery given up", extra={
+                "webhook": hook.name, "delivery": delivery.delivery_id, "alert": delivery.alert_id,
+                "attempts": attempts, "error": error})
+            self.metrics.abandoned.inc()
+            # Never due again (an infinite next attempt), kept for the record.
+            outcome = {"delivered_at": None, "next_attempt_at": math.inf,
+                       "error": f"given up after {attempts} attempts: {error}", "attempts": attempts}
         else:
             log.warning("webhook delivery failed", extra={
                 "webhook": hook.name, "delivery": delivery.delivery_id, "alert": delivery.alert_id,
@@ -479,6 +507,9 @@ class _DetectMetrics:
         self.alerts = Counter("auditfed_alerts_raised", "Alerts raised", ["level"], registry=r)
         self.deliveries = Counter(
             "auditfed_webhook_attempts", "Webhook delivery attempts", ["result"], registry=r
+        )
+        self.abandoned = Counter(
+            "auditfed_webhook_given_up", "Webhook deliveries given up after max_attempts", registry=r
         )
         self.lag = Gauge("auditfed_detect_lag_events", "Committed events not yet detected", registry=r)
         self.errors = Counter("auditfed_detect_errors", "Events the engine failed on", registry=r)
