@@ -73,13 +73,11 @@ from auditfed.store.sql import (
     ALERT_COLUMNS,
     DELIVERY_COLUMNS,
     TOKEN_COLUMNS,
-    advance_node_sql,
+    advance_node,
     alert_listing,
 )
 
 log = logging.getLogger(__name__)
-
-_ADVANCE_NODE = advance_node_sql("%s")
 
 DEFAULT_PARTITION_SIZE = 1_000_000
 #: Advisory lock keys (per database): schema migrations and the leader.
@@ -903,12 +901,10 @@ class PostgresStore(Store):
         row = self._one(f"SELECT {_NODE_COLUMNS} FROM federation_nodes WHERE name = %s", (name,))
         return None if row is None else _node_of(row)
 
-    def advance_federation_node(
-        self, name: str, expected_position: int, position: int, compact: bytes, checkpoint: str,
-        seen: str,
-    ) -> bool:
-        return self._write(_ADVANCE_NODE, (position, compact, checkpoint, seen, seen, name,
-                                           expected_position)) == 1
+    def advance_federation_node(self, name: str, expected_position: int, position: int,
+                                compact: bytes, checkpoint: str, seen: str) -> bool:
+        return self._write(*advance_node("%s", name, expected_position, position, compact,
+                                         checkpoint, seen)) == 1
 
     def put_federation_node(self, record: FederatedNodeRecord) -> None:
         r = record

@@ -13,12 +13,16 @@ DELIVERY_COLUMNS = (
 )
 
 
-def advance_node_sql(placeholder: str) -> str:
-    """The conditional update of :meth:`~auditfed.store.base.Store.advance_federation_node`;
-    its arguments: position, compact, checkpoint, seen, seen, name, expected position."""
+def advance_node(
+    placeholder: str, name: str, expected_position: int, position: int, compact: bytes,
+    checkpoint: str, seen: str,
+) -> tuple[str, tuple[object, ...]]:
+    """``(sql, args)`` of :meth:`~auditfed.store.base.Store.advance_federation_node`:
+    one conditional update, so that it never overwrites what an admin changed."""
     p = placeholder
-    return (f"UPDATE federation_nodes SET position = {p}, compact = {p}, checkpoint = {p},"
-            f" last_seen = {p}, updated_at = {p} WHERE name = {p} AND position = {p}")
+    sql = (f"UPDATE federation_nodes SET position = {p}, compact = {p}, checkpoint = {p},"
+           f" last_seen = {p}, updated_at = {p} WHERE name = {p} AND position = {p}")
+    return sql, (position, compact, checkpoint, seen, seen, name, expected_position)
 
 
 def alert_listing(

@@ -53,13 +53,11 @@ from auditfed.store.sql import (
     ALERT_COLUMNS,
     DELIVERY_COLUMNS,
     TOKEN_COLUMNS,
-    advance_node_sql,
+    advance_node,
     alert_listing,
 )
 
 log = logging.getLogger(__name__)
-
-_ADVANCE_NODE = advance_node_sql("?")
 
 #: Schema migrations, applied in order; ``PRAGMA user_version`` holds how many ran.
 MIGRATIONS: tuple[str, ...] = (
@@ -752,12 +750,10 @@ class SQLiteStore(Store):
         ).fetchone()
         return None if row is None else FederatedNodeRecord(*row)
 
-    def advance_federation_node(
-        self, name: str, expected_position: int, position: int, compact: bytes, checkpoint: str,
-        seen: str,
-    ) -> bool:
-        return self._write(_ADVANCE_NODE, (position, compact, checkpoint, seen, seen, name,
-                                           expected_position)) == 1
+    def advance_federation_node(self, name: str, expected_position: int, position: int,
+                                compact: bytes, checkpoint: str, seen: str) -> bool:
+        return self._write(*advance_node("?", name, expected_position, position, compact,
+                                         checkpoint, seen)) == 1
 
     def put_federation_node(self, record: FederatedNodeRecord) -> None:
         r = record
