@@ -227,7 +227,7 @@ class Webhook:
                 timeout=float(table.get("timeout", 5.0)),
                 backoff_initial=float(table.get("backoff_initial", 1.0)),
                 backoff_max=float(table.get("backoff_max", 300.0)),
-                max_attempts=_whole(table.get("max_attempts", 100)),
+                max_attempts=_attempts(table.get("max_attempts", 100)),
                 min_level=min_level,
                 headers={str(k): str(v) for k, v in (table.get("headers") or {}).items()},
             )
@@ -258,7 +258,8 @@ class Webhook:
         return delay * random.uniform(0.8, 1.2)
 
 
-def _whole(value: Any) -> int:
+def _attempts(value: Any) -> int:
+    """``max_attempts`` as given in TOML: an integer (a bool or "3" is a mistake)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"max_attempts must be a whole number, not {value!r}")
     return value
