@@ -353,7 +353,10 @@ class SQLiteStore(Store):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._side: sqlite3.Connection | None = None
-        self._side_lock = threading.Lock()
+        #: Held by every write to the log file from this process (the sequencer's and
+        #: the side writes): threads wait their turn on it, asleep, instead of
+        #: retrying SQLite's lock (see _side_transaction).
+        self._write_lock = threading.Lock()
         self.index_path = self.path.with_name(f"{self.path.stem}.index.db")
         self._writer = self._open(self.path, fsync=fsync, writer=True)
         self._migrate(self._writer, MIGRATIONS)
@@ -430,13 +433,14 @@ class SQLiteStore(Store):
         if upgrade:
             conn.execute("PRAGMA synchronous=FULL")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SQLiteWrite(conn, self._reader())
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._write_lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SQLiteWrite(conn, self._reader())
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite write failed: {exc}") from exc
         finally:
@@ -689,17 +693,21 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _side_transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction beside the sequencer's (alerts and the outbox).
+        """A write transaction beside the sequencer's (alerts, the outbox, federation
+        records, administrative changes).
 
-        One long-lived connection, shared under a lock: opening a connection per
-        write costs more than the write. While the sequencer holds the write lock,
-        ``BEGIN IMMEDIATE`` is retried every millisecond or so instead of through
-        SQLite's busy handler, whose sleeps grow to 100 ms: alerts wait for the
-        lock, not for a sleep.
+        One long-lived connection: opening a connection per write costs more than the
+        write. Writers of this process take turns on ``_write_lock``, so under load a
+        side write waits asleep for the end of the sequencer's current commit, not in
+        SQLite's busy handler (whose sleeps grow to 100 ms) or in a retry loop. Another
+        process's writer (a CLI command) can still hold the file's lock: then
+        ``BEGIN IMMEDIATE`` is retried every millisecond, up to 30 s.
         """
-        with self._side_lock:
+        with self._write_lock:
             if self._side is None:
-                self._side = self._connect(writer=False)
+                # Not attached to the query index: BEGIN IMMEDIATE would take the
+                # index's write lock too, and stall the indexer for every side write.
+                self._side = self._open(self.path, fsync=self.fsync, writer=False)
                 self._side.execute("PRAGMA busy_timeout=0")
             conn = self._side
             try:
@@ -722,15 +730,9 @@ class SQLiteStore(Store):
                 raise StoreError(f"SQLite write failed: {exc}") from exc
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        # Small administrative writes use their own short connection so they never
-        # interleave with the sequencer's transaction on the writer connection.
-        conn = self._connect(writer=False)
-        try:
+        """One statement in a side transaction; the number of rows it changed."""
+        with self._side_transaction() as conn:
             return conn.execute(sql, params).rowcount
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite write failed: {exc}") from None
-        finally:
-            conn.close()
 
     # --- federation ---
     _NODE_COLUMNS = (
@@ -787,7 +789,7 @@ class SQLiteStore(Store):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
-        with self._side_lock:
+        with self._write_lock:
             if self._side is not None:
                 self._side.close()
                 self._side = None
