@@ -21,6 +21,7 @@ from test_units import Log, _leaves
 
 from auditfed.event.canonical import canonical_event_bytes
 from auditfed.event.model import format_time
+from auditfed.federation.protocol import encode_entry
 from auditfed.ledger import Checkpoint, Signer, TreeAppender, leaf_hash, sign_checkpoint
 
 
@@ -37,7 +38,7 @@ class Rogue:
     def post(self, start: int, end: int, prior: int = 0, *, entries: list[bytes] | None = None) -> httpx.Response:
         batch = self.log.batch(start, end, prior)
         body = {"start": batch.start,
-                "entries": [base64.b64encode(d).decode() for d in (entries if entries is not None else batch.entries)],
+                "entries": [encode_entry(d) for d in (entries if entries is not None else batch.entries)],
                 "checkpoint": batch.note,
                 "proof": [base64.b64encode(h).decode() for h in batch.proof],
                 "prior": [base64.b64encode(h).decode() for h in batch.prior]}

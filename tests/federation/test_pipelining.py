@@ -23,6 +23,7 @@ from auditfed.config import load_settings
 from auditfed.errors import StoreError, Unavailable
 from auditfed.federation import Violation
 from auditfed.federation.hub import Hub, NodeRefused, enrol_node, reinstate_node
+from auditfed.federation.protocol import encode_entry
 from auditfed.node import Node, initialise
 
 NAME = "piped"
@@ -49,7 +50,7 @@ def log(node: Node) -> Log:
 def body(log: Log, start: int, end: int, entries: list[bytes] | None = None) -> bytes:
     batch = log.batch(start, end)
     entries = batch.entries if entries is None else entries
-    return orjson.dumps({"start": batch.start, "entries": [base64.b64encode(d).decode() for d in entries],
+    return orjson.dumps({"start": batch.start, "entries": [encode_entry(d) for d in entries],
                          "checkpoint": batch.note, "proof": [base64.b64encode(h).decode() for h in batch.proof]})
 
 

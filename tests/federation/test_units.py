@@ -8,9 +8,17 @@ from dataclasses import replace
 import orjson
 import pytest
 
+from auditfed.errors import InvalidInput
 from auditfed.event.canonical import canonical_event_bytes
 from auditfed.federation import CompactRange, Violation, node_leaf_data, unwrap, wrap
-from auditfed.federation.protocol import Batch, verify_extension, verify_signed
+from auditfed.federation.protocol import (
+    Batch,
+    decode_batch,
+    encode_entry,
+    parse_batch,
+    verify_extension,
+    verify_signed,
+)
 from auditfed.ledger import (
     Checkpoint,
     Signer,
@@ -86,6 +94,24 @@ def test_envelope_keeps_what_is_not_an_event() -> None:
     assert unwrap(wrapped)[1] == b"not json at all"
 
 
+@pytest.mark.parametrize(("data", "as_text"), [
+    (_leaves(1)[0], True), ("naïve ☃ 𝄞 \\ \" end".encode(), True), (b"", True),
+    (b"a control \x01 byte\nand a line", True), (b"\xff\xfe not UTF-8", False),
+])
+def test_entries_travel_as_text_or_base64_and_arrive_byte_exact(data: bytes, as_text: bool) -> None:
+    encoded = encode_entry(data)
+    assert isinstance(encoded, str) == as_text
+    body = orjson.dumps({"start": 0, "entries": [encoded], "checkpoint": "note"})
+    assert parse_batch(body).entries == [data]
+
+
+@pytest.mark.parametrize("entry", [5, None, {"base64": "!!"}, {"b64": "eA=="}, {"base64": 1},
+                                   "\ud800", {"base64": "eA==", "x": 1}])
+def test_a_malformed_entry_is_refused_as_bad_input(entry: object) -> None:
+    with pytest.raises(InvalidInput, match="entries"):
+        decode_batch({"start": 0, "entries": [entry], "checkpoint": "note"})
+
+
 def verify(batch: Batch, verifier: Verifier, compact: CompactRange,
            accepted: Checkpoint | None) -> tuple[int, CompactRange, Checkpoint]:
     """All four checks: entries already accepted, the range after the batch, its checkpoint."""
@@ -136,14 +162,17 @@ def test_batches_and_violations() -> None:
 
 
 def test_a_forwarded_batch_stays_under_the_byte_cap() -> None:
-    from auditfed.federation.forwarder import MAX_BATCH_BYTES, _within_bytes
+    from auditfed.federation.forwarder import MAX_BATCH_BYTES, _fitting
 
-    rows = [(i, b"x" * 3_000_000) for i in range(5)]
-    kept = _within_bytes(rows, MAX_BATCH_BYTES)
-    assert [i for i, _ in kept] == [0, 1]  # 2 x 4 MB of base64 fit in 8 MiB, 3 do not
-    assert _within_bytes([(0, b"y" * 20_000_000)], MAX_BATCH_BYTES) == [(0, b"y" * 20_000_000)]
-    small = [(i, b"z" * 100) for i in range(2000)]
-    assert _within_bytes(small, MAX_BATCH_BYTES) == small
+    def fitting(datas: list[bytes]) -> int:
+        return _fitting([encode_entry(d) for d in datas], [len(d) for d in datas], MAX_BATCH_BYTES)
+
+    assert fitting([b"x" * 3_000_000] * 5) == 2  # 3 MB of text each: 2 fit in 8 MiB, 3 do not
+    assert fitting([b"\xff" * 2_500_000] * 5) == 2  # 3.3 MB of base64 each
+    assert fitting([b'"' * 3_000_000] * 5) == 1  # escaped: 6 MB each
+    assert fitting([b"\x01" * 1_000_000] * 5) == 1  # escaped as \u0001: 6 MB each
+    assert fitting([b"y" * 20_000_000]) == 1  # one is always sent
+    assert fitting([b"z" * 100] * 2000) == 2000
 
 
 def test_a_node_record_advances_only_from_where_the_batch_was_checked(store, tmp_path) -> None:

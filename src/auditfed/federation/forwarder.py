@@ -48,7 +48,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from auditfed.errors import ConfigError
 from auditfed.event.model import format_time
-from auditfed.federation.protocol import FOLLOWS_HEADER
+from auditfed.federation.protocol import FOLLOWS_HEADER, encode_entry
 from auditfed.ledger import consistency_proof
 
 if TYPE_CHECKING:
@@ -95,16 +95,21 @@ class _Flight(NamedTuple):
     answer: Future[dict[str, Any]]
 
 
-def _within_bytes(rows: list[tuple[int, bytes]], limit: int) -> list[tuple[int, bytes]]:
-    """The first rows whose base64 form fits in ``limit`` bytes (at least one): a batch
-    of a few thousand large events must not pass the hub's body limit (a 413 would
-    repeat on every retry)."""
+def _fitting(entries: list[str | dict[str, str]], sizes: list[int], limit: int) -> int:
+    """How many of the first encoded entries fit in ``limit`` bytes of JSON (at least
+    one): a batch of a few thousand large events must not pass the hub's body limit (a
+    413 would repeat on every retry). ``sizes`` are the entries' leaf data sizes."""
+    # An encoded entry takes at most 6 bytes per byte of data (a control character
+    # escaped as \u00XX; base64 is 4/3), plus its wrapping: measure only when that
+    # bound does not settle it.
+    if 6 * sum(sizes) + 16 * len(sizes) <= limit:
+        return len(entries)
     total = 0
-    for count, (_, data) in enumerate(rows):
-        total += (len(data) + 2) // 3 * 4 + 3  # base64 plus quotes and comma
+    for count, entry in enumerate(entries):
+        total += len(orjson.dumps(entry)) + 1
         if total > limit and count > 0:
-            return rows[:count]
-    return rows
+            return count
+    return len(entries)
 
 
 def _b64(data: bytes) -> str:
@@ -337,8 +342,9 @@ class Forwarder:
         rows = store.entries(start, end) if end > start else []
         if len(rows) != end - start or any(i != start + k for k, (i, _) in enumerate(rows)):
             raise RuntimeError(f"the local log has a gap in [{start}, {end}): run 'auditfed verify'")
-        rows = _within_bytes(rows, MAX_BATCH_BYTES)
-        end = start + len(rows)
+        entries = [encode_entry(data) for _, data in rows]
+        del entries[_fitting(entries, [len(data) for _, data in rows], MAX_BATCH_BYTES):]
+        end = start + len(entries)
         size = checkpoint.size
         proof = consistency_proof(end, size, store) if 0 < end < size else []
         # The hub checks this batch against the checkpoint of the one before it.
@@ -346,7 +352,7 @@ class Forwarder:
         prior = consistency_proof(prior_size, size, store) if 0 < prior_size < size else []
         body = orjson.dumps({
             "start": start,
-            "entries": [_b64(data) for _, data in rows],
+            "entries": entries,
             "checkpoint": checkpoint.note,
             "proof": [_b64(h) for h in proof],
             "prior": [_b64(h) for h in prior],

@@ -3,7 +3,7 @@
 ``POST /v1/federation/nodes/{name}/entries`` carries::
 
     {"start": P,                      # index of the first entry
-     "entries": [base64 leaf data],   # entries P, P+1, ... (may be empty: a heartbeat)
+     "entries": [leaf data],          # entries P, P+1, ... (may be empty: a heartbeat)
      "checkpoint": "<signed note>",   # the node's checkpoint (C2SP tlog-checkpoint), size S
      "proof": [base64],               # RFC 9162 consistency proof from E = P+len to S
      "prior": [base64]}               # RFC 9162 consistency proof from C to S, where C is
@@ -33,6 +33,12 @@ proof starts at the previous batch's checkpoint (the one the hub will have accep
 by then). The hub checks it, with all four checks, once the previous batch is
 checked; if that one fails or does not arrive, this one fails too (503, no alert),
 and the node re-sends from the hub's position.
+
+An entry's leaf data travels as a JSON string holding it as text when it is UTF-8
+(the canonical JSON of every event is), and as
+``{"base64": "..."}`` otherwise (:func:`encode_entry`): text costs a third less
+than base64 on the wire and much less CPU at both ends, and the bytes it stands for
+are exactly its UTF-8 encoding.
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ from auditfed.ledger import Checkpoint, Verifier, verify_checkpoint, verify_cons
 from auditfed.ledger.keys import b64decode_strict
 
 __all__ = [
-    "FOLLOWS_HEADER", "MAX_BATCH", "Batch", "Signed", "Violation", "decode_batch", "parse_batch", "verify_extension",
-    "verify_signed",
+    "FOLLOWS_HEADER", "MAX_BATCH", "Batch", "Signed", "Violation", "decode_batch", "encode_entry",
+    "parse_batch", "verify_extension", "verify_signed",
 ]
 
 MAX_BATCH = 10_000
@@ -58,6 +64,21 @@ MAX_BATCH = 10_000
 
 FOLLOWS_HEADER = "Auditfed-Follows"
 """Names the start of a batch sent while the node's previous batch is in flight."""
+
+def encode_entry(data: bytes) -> str | dict[str, str]:
+    """An entry's leaf data as it goes into a batch's ``entries``."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return {"base64": binascii.b2a_base64(data, newline=False).decode()}
+
+
+def _decode_entry(value: object) -> bytes:
+    if type(value) is str:
+        return value.encode()  # a lone surrogate (from a \uD800 escape) raises
+    if type(value) is dict and value.keys() == {"base64"}:
+        return binascii.a2b_base64(value["base64"], strict_mode=True)
+    raise ValueError("an entry is a string or {\"base64\": ...}")
 
 #: Kinds of misbehaviour; each raises an alert and refuses the node.
 KINDS = ("bad_signature", "split_view", "rewritten", "skipped_indexes", "silent")
@@ -116,13 +137,13 @@ def decode_batch(body: object) -> Batch:
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise InvalidInput("start must be a non-negative integer")
     if not isinstance(entries, list) or len(entries) > MAX_BATCH:
-        raise InvalidInput(f"entries must be a list of at most {MAX_BATCH} base64 strings")
+        raise InvalidInput(f"entries must be a list of at most {MAX_BATCH} entries")
     if not isinstance(note, str):
         raise InvalidInput("checkpoint must be the signed checkpoint note")
     try:
-        data = [binascii.a2b_base64(e, strict_mode=True) for e in entries]
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"entries: invalid base64: {exc}") from None
+        data = [_decode_entry(e) for e in entries]
+    except (ValueError, TypeError) as exc:  # UnicodeEncodeError and binascii.Error too
+        raise InvalidInput(f"entries: {exc}") from None
     return Batch(start, data, note, _hashes(body.get("proof", []), "proof"),
                  _hashes(body.get("prior", []), "prior"))
 
