@@ -16,6 +16,7 @@ BENCHMARKS = {
     "log": "bench.bench_log",
     "identity": "bench.bench_identity_ingest",
     "postgres": "bench.bench_postgres",
+    "federation": "bench.bench_federation",
     "alerts": "bench.bench_alerts",
 }
 

@@ -17,7 +17,7 @@ Goals, measured in one run:
    node's acknowledgement of a batch to the hub's acknowledgement of its last entry
    (polled from ``GET /v1/federation/nodes/{name}/position``) stays under 2 s at p99.
 
-    python -m bench.bench_federation [--max-events 60000] [--backlog 30000] [--seconds 20] [--rounds 3]
+    python -m bench.bench_federation [--max-events 60000] [--backlog 30000] [--seconds 20] [--rounds 5]
 """
 
 from __future__ import annotations  # noqa: I001 - bench.common puts tests/ on the path first
@@ -193,7 +193,7 @@ def hub_size(hub: Hub) -> int:
     return sum(n["position"] for n in hub.http.get("/v1/federation/nodes").json()["nodes"])
 
 
-def run(max_events: int, backlog: int, seconds: float, rounds: int = 3) -> dict:
+def run(max_events: int = 60_000, backlog: int = 30_000, seconds: float = 20.0, rounds: int = 5) -> dict:
     base = Path(tempfile.mkdtemp(prefix="auditfed-bench-federation-"))
     hub = Hub(base, "--log-level", "warning")
     nodes = [NodeProc(base, "eu-prod", hub), NodeProc(base, "us-prod", hub)]
@@ -256,6 +256,6 @@ if __name__ == "__main__":
     parser.add_argument("--max-events", type=int, default=60_000)
     parser.add_argument("--backlog", type=int, default=30_000)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     emit(run(args.max_events, args.backlog, args.seconds, args.rounds))
