@@ -21,6 +21,7 @@ from auditfed.identity.tokens import Caller
 from auditfed.ingest.body import BadItem
 from auditfed.ledger.hashing import leaf_hash
 from auditfed.store.base import EntryRow
+from auditfed.store.filters import index_key
 
 #: A stage that may rewrite a validated event before it is canonicalised
 #: (identity verification and resolution, redaction).
@@ -167,6 +168,7 @@ def entry_row(event: dict[str, Any], data: bytes) -> EntryRow:
     resource = event.get("resource") or {}
     source = event["source"]
     trace = event.get("trace")
+    trace_id = trace["trace_id"] if trace else None
     return EntryRow(
         data=data,
         leaf_hash=leaf_hash(data),
@@ -177,7 +179,9 @@ def entry_row(event: dict[str, Any], data: bytes) -> EntryRow:
         actor=actor["id"],
         principal=actor.get("principal"),
         resource=resource.get("id"),
-        trace_id=trace["trace_id"] if trace else None,
+        trace_id=trace_id,
         environment=source.get("environment"),
         outcome=event["outcome"],
+        id_key=index_key(event["id"]),
+        trace_key=None if trace_id is None else index_key(trace_id),
     )

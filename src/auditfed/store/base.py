@@ -46,6 +46,10 @@ class EntryRow(NamedTuple):
     trace_id: str | None
     environment: str | None
     outcome: str
+    #: :func:`~auditfed.store.filters.index_key` of ``event_id`` and ``trace_id``,
+    #: computed where the row is made (an ingest worker), for engines that index them.
+    id_key: int | None = None
+    trace_key: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ tree; engines compile it to a parameterised WHERE clause with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import Literal
 
 #: Query field -> the indexed column(s) it searches (several: any of them matches).
@@ -25,6 +27,18 @@ FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 Comparison = Literal["=", ">=", ">", "<=", "<"]
+
+
+def index_key(value: str) -> int:
+    """A 64-bit key for ``value`` (the first 8 bytes of its BLAKE2b hash).
+
+    An index may keep this compact stand-in of a long random string (event ids,
+    trace ids) instead of the string: its entries are several times smaller, so
+    inserts touch and rewrite fewer pages. Two values may share a key, so a lookup
+    by key is always confirmed on the value itself.
+    """
+    digest = blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +81,8 @@ class Query:
 class Dialect:
     placeholder: str
     wildcard_op: str  # GLOB (SQLite) or LIKE (PostgreSQL)
+    #: Columns the index finds by their :func:`index_key` column instead of their value.
+    keyed: Mapping[str, str] = field(default_factory=dict)
 
     def pattern(self, value: str) -> str:
         """Our ``*`` wildcard as this dialect's pattern, other specials escaped."""
@@ -77,20 +93,20 @@ class Dialect:
         return escaped.replace("*", "%")
 
 
-SQLITE = Dialect("?", "GLOB")
+SQLITE = Dialect("?", "GLOB", {"event_id": "id_key", "trace_id": "trace_key"})
 POSTGRES = Dialect("%s", "LIKE")
 
 
-def compile_where(expr: Expr | None, dialect: Dialect, table: str = "") -> tuple[str, list[str]]:
+def compile_where(expr: Expr | None, dialect: Dialect, table: str = "") -> tuple[str, list[object]]:
     """``(sql, params)`` for a WHERE clause over the index table (aliased ``table``)."""
     if expr is None:
         return "1=1", []
-    params: list[str] = []
+    params: list[object] = []
     prefix = f"{table}." if table else ""
     return _compile(expr, dialect, params, prefix), params
 
 
-def _compile(expr: Expr, dialect: Dialect, params: list[str], prefix: str) -> str:
+def _compile(expr: Expr, dialect: Dialect, params: list[object], prefix: str) -> str:
     if isinstance(expr, And):
         return "(" + " AND ".join(_compile(e, dialect, params, prefix) for e in expr.items) + ")"
     if isinstance(expr, Or):
@@ -101,12 +117,17 @@ def _compile(expr: Expr, dialect: Dialect, params: list[str], prefix: str) -> st
     return _compile_term(expr, dialect, params, prefix)
 
 
-def _compile_term(term: Term, dialect: Dialect, params: list[str], prefix: str) -> str:
-    columns = [prefix + column for column in FIELD_COLUMNS[term.field]]
+def _compile_term(term: Term, dialect: Dialect, params: list[object], prefix: str) -> str:
     wildcard = term.op == "=" and "*" in term.value
     parts = []
-    for column in columns:
-        if wildcard:
+    for name in FIELD_COLUMNS[term.field]:
+        column = prefix + name
+        keyed = dialect.keyed.get(name)
+        if keyed and term.op == "=" and not wildcard:
+            # The key finds the candidates through the index, the value confirms them.
+            parts.append(f"({prefix}{keyed} = {dialect.placeholder} AND {column} = {dialect.placeholder})")
+            params += [index_key(term.value), term.value]
+        elif wildcard:
             escape = "" if dialect.wildcard_op == "GLOB" else " ESCAPE '\\'"
             parts.append(f"{column} {dialect.wildcard_op} {dialect.placeholder}{escape}")
             params.append(dialect.pattern(term.value))
