@@ -57,7 +57,9 @@ def test_an_index_of_the_earlier_layout_is_rebuilt_from_the_log(tmp_path: Path) 
     old = sqlite3.connect(index_path, isolation_level=None)
     old.executescript(INDEX_MIGRATIONS[0])
     old.execute("PRAGMA user_version=1")
-    old.execute("INSERT INTO index_state VALUES ('indexed_size', '50')")
+    old.execute("INSERT INTO event_index VALUES (1, 'billing', 'evt-1', '2026-01-01T00:00:00Z', 'x', 'u',"
+                " NULL, NULL, NULL, NULL, 'success')")
+    old.execute("INSERT INTO index_state VALUES ('indexed_size', '51')")
     old.close()
 
     server.start()

@@ -206,31 +206,15 @@ INDEX_MIGRATIONS: tuple[str, ...] = (
     """,
     # Event ids and trace ids are indexed by their 64-bit index_key, not their text:
     # entries several times smaller, so each commit rewrites fewer index pages. The
-    # index is rebuilt from the log (indexed_size starts again at 0).
+    # index is emptied and rebuilt from the log at the next start.
     """
-    DROP TABLE event_index;
+    DROP INDEX event_index_source_id;
+    DROP INDEX event_index_trace;
+    DELETE FROM event_index;
     DELETE FROM index_state WHERE key = 'indexed_size';
-    CREATE TABLE event_index (
-        idx INTEGER PRIMARY KEY,
-        service TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        time TEXT NOT NULL,
-        action TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        principal TEXT,
-        resource TEXT,
-        trace_id TEXT,
-        environment TEXT,
-        outcome TEXT NOT NULL,
-        id_key INTEGER NOT NULL,
-        trace_key INTEGER
-    );
+    ALTER TABLE event_index ADD COLUMN id_key INTEGER;
+    ALTER TABLE event_index ADD COLUMN trace_key INTEGER;
     CREATE INDEX event_index_id ON event_index (id_key);
-    CREATE INDEX event_index_time ON event_index (time);
-    CREATE INDEX event_index_action ON event_index (action);
-    CREATE INDEX event_index_actor ON event_index (actor);
-    CREATE INDEX event_index_principal ON event_index (principal) WHERE principal IS NOT NULL;
-    CREATE INDEX event_index_resource ON event_index (resource) WHERE resource IS NOT NULL;
     CREATE INDEX event_index_trace ON event_index (trace_key) WHERE trace_key IS NOT NULL;
     """,
 )
