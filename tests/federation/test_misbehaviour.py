@@ -38,7 +38,7 @@ class Rogue:
     def post(self, start: int, end: int, prior: int = 0, *, entries: list[bytes] | None = None) -> httpx.Response:
         batch = self.log.batch(start, end, prior)
         body = {"start": batch.start,
-                "entries": [encode_entry(d) for d in (entries if entries is not None else batch.entries)],
+                "leaves": [encode_entry(d) for d in (entries if entries is not None else batch.entries)],
                 "checkpoint": batch.note,
                 "proof": [base64.b64encode(h).decode() for h in batch.proof],
                 "prior": [base64.b64encode(h).decode() for h in batch.prior]}

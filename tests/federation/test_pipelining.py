@@ -50,7 +50,7 @@ def log(node: Node) -> Log:
 def body(log: Log, start: int, end: int, entries: list[bytes] | None = None) -> bytes:
     batch = log.batch(start, end)
     entries = batch.entries if entries is None else entries
-    return orjson.dumps({"start": batch.start, "entries": [encode_entry(d) for d in entries],
+    return orjson.dumps({"start": batch.start, "leaves": [encode_entry(d) for d in entries],
                          "checkpoint": batch.note, "proof": [base64.b64encode(h).decode() for h in batch.proof]})
 
 

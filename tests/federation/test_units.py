@@ -101,15 +101,26 @@ def test_envelope_keeps_what_is_not_an_event() -> None:
 def test_entries_travel_as_text_or_base64_and_arrive_byte_exact(data: bytes, as_text: bool) -> None:
     encoded = encode_entry(data)
     assert isinstance(encoded, str) == as_text
-    body = orjson.dumps({"start": 0, "entries": [encoded], "checkpoint": "note"})
+    body = orjson.dumps({"start": 0, "leaves": [encoded], "checkpoint": "note"})
     assert parse_batch(body).entries == [data]
+
+
+def test_base64_entries_of_the_first_protocol_are_still_taken() -> None:
+    """A hub upgraded before its nodes must not read their base64 as text (a false alarm)."""
+    data = [_leaves(1)[0], b"\xff binary"]
+    old = {"start": 0, "entries": [base64.b64encode(d).decode() for d in data], "checkpoint": "note"}
+    assert decode_batch(old).entries == data
+    with pytest.raises(InvalidInput, match="not both"):
+        decode_batch({**old, "leaves": []})
+    with pytest.raises(InvalidInput, match="entries"):
+        decode_batch({**old, "entries": ["not base64!"]})
 
 
 @pytest.mark.parametrize("entry", [5, None, {"base64": "!!"}, {"b64": "eA=="}, {"base64": 1},
                                    "\ud800", {"base64": "eA==", "x": 1}])
 def test_a_malformed_entry_is_refused_as_bad_input(entry: object) -> None:
-    with pytest.raises(InvalidInput, match="entries"):
-        decode_batch({"start": 0, "entries": [entry], "checkpoint": "note"})
+    with pytest.raises(InvalidInput, match="leaves"):
+        decode_batch({"start": 0, "leaves": [entry], "checkpoint": "note"})
 
 
 def verify(batch: Batch, verifier: Verifier, compact: CompactRange,

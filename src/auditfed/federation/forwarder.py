@@ -352,7 +352,7 @@ class Forwarder:
         prior = consistency_proof(prior_size, size, store) if 0 < prior_size < size else []
         body = orjson.dumps({
             "start": start,
-            "entries": entries,
+            "leaves": entries,
             "checkpoint": checkpoint.note,
             "proof": [_b64(h) for h in proof],
             "prior": [_b64(h) for h in prior],

@@ -3,7 +3,7 @@
 ``POST /v1/federation/nodes/{name}/entries`` carries::
 
     {"start": P,                      # index of the first entry
-     "entries": [leaf data],          # entries P, P+1, ... (may be empty: a heartbeat)
+     "leaves": [leaf data],           # entries P, P+1, ... (may be empty: a heartbeat)
      "checkpoint": "<signed note>",   # the node's checkpoint (C2SP tlog-checkpoint), size S
      "proof": [base64],               # RFC 9162 consistency proof from E = P+len to S
      "prior": [base64]}               # RFC 9162 consistency proof from C to S, where C is
@@ -34,11 +34,13 @@ by then). The hub checks it, with all four checks, once the previous batch is
 checked; if that one fails or does not arrive, this one fails too (503, no alert),
 and the node re-sends from the hub's position.
 
-An entry's leaf data travels as a JSON string holding it as text when it is UTF-8
-(the canonical JSON of every event is), and as
-``{"base64": "..."}`` otherwise (:func:`encode_entry`): text costs a third less
-than base64 on the wire and much less CPU at both ends, and the bytes it stands for
-are exactly its UTF-8 encoding.
+An entry's leaf data travels in ``leaves`` as a JSON string holding it as text when
+it is UTF-8 (the canonical JSON of every event is), and as ``{"base64": "..."}``
+otherwise (:func:`encode_entry`): text costs a third less than base64 on the wire
+and much less CPU at both ends, and the bytes it stands for are exactly its UTF-8
+encoding. The first protocol sent ``entries``, base64 strings; a hub still takes
+them, so that it can be upgraded before its nodes (a base64 string read as text
+would not rebuild the node's tree: a false alarm of rewritten history).
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ MAX_BATCH = 10_000
 FOLLOWS_HEADER = "Auditfed-Follows"
 """Names the start of a batch sent while the node's previous batch is in flight."""
 
+
 def encode_entry(data: bytes) -> str | dict[str, str]:
-    """An entry's leaf data as it goes into a batch's ``entries``."""
+    """An entry's leaf data as it goes into a batch's ``leaves``."""
     try:
         return data.decode()
     except UnicodeDecodeError:
@@ -79,6 +82,11 @@ def _decode_entry(value: object) -> bytes:
     if type(value) is dict and value.keys() == {"base64"}:
         return binascii.a2b_base64(value["base64"], strict_mode=True)
     raise ValueError("an entry is a string or {\"base64\": ...}")
+
+
+def _decode_base64(value: object) -> bytes:
+    return binascii.a2b_base64(value, strict_mode=True)  # type: ignore[arg-type]
+
 
 #: Kinds of misbehaviour; each raises an alert and refuses the node.
 KINDS = ("bad_signature", "split_view", "rewritten", "skipped_indexes", "silent")
@@ -130,20 +138,23 @@ def decode_batch(body: object) -> Batch:
     """Parse a request body; malformed input is a 400, never an alert."""
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
-    unknown = set(body) - {"start", "entries", "checkpoint", "proof", "prior"}
+    unknown = set(body) - {"start", "leaves", "entries", "checkpoint", "proof", "prior"}
     if unknown:
         raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))}")
-    start, entries, note = body.get("start"), body.get("entries", []), body.get("checkpoint")
+    if "leaves" in body and "entries" in body:
+        raise InvalidInput("a batch has leaves or (base64) entries, not both")
+    member, decode = ("entries", _decode_base64) if "entries" in body else ("leaves", _decode_entry)
+    start, entries, note = body.get("start"), body.get(member, []), body.get("checkpoint")
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise InvalidInput("start must be a non-negative integer")
     if not isinstance(entries, list) or len(entries) > MAX_BATCH:
-        raise InvalidInput(f"entries must be a list of at most {MAX_BATCH} entries")
+        raise InvalidInput(f"{member} must be a list of at most {MAX_BATCH} entries")
     if not isinstance(note, str):
         raise InvalidInput("checkpoint must be the signed checkpoint note")
     try:
-        data = [_decode_entry(e) for e in entries]
+        data = [decode(e) for e in entries]
     except (ValueError, TypeError) as exc:  # UnicodeEncodeError and binascii.Error too
-        raise InvalidInput(f"entries: {exc}") from None
+        raise InvalidInput(f"{member}: {exc}") from None
     return Batch(start, data, note, _hashes(body.get("proof", []), "proof"),
                  _hashes(body.get("prior", []), "prior"))
 
