@@ -80,11 +80,13 @@ def _decode_entry(value: object) -> bytes:
     if type(value) is str:
         return value.encode()  # a lone surrogate (from a \uD800 escape) raises
     if type(value) is dict and value.keys() == {"base64"}:
-        return binascii.a2b_base64(value["base64"], strict_mode=True)
+        return _decode_base64(value["base64"])
     raise ValueError("an entry is a string or {\"base64\": ...}")
 
 
 def _decode_base64(value: object) -> bytes:
+    # Not ledger.keys.b64decode_strict: it re-encodes to check, and quotes the whole
+    # (possibly megabytes long) text in its error.
     return binascii.a2b_base64(value, strict_mode=True)  # type: ignore[arg-type]
 
 

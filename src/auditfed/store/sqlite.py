@@ -296,6 +296,14 @@ class _SQLiteWrite(WriteTransaction):
         )
 
 
+def _index_keys(row: EntryRow) -> tuple[int, int | None]:
+    """The row's ``id_key`` and ``trace_key``: as the ingest worker made them, or made
+    here for a row built without them."""
+    if row.id_key is not None:
+        return row.id_key, row.trace_key
+    return index_key(row.event_id), None if row.trace_id is None else index_key(row.trace_id)
+
+
 class _SQLiteIndexWrite(IndexTransaction):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -305,9 +313,7 @@ class _SQLiteIndexWrite(IndexTransaction):
             _INSERT_INDEX,
             [
                 (first_index + i, r.service, r.event_id, r.time, r.action, r.actor, r.principal,
-                 r.resource, r.trace_id, r.environment, r.outcome,
-                 index_key(r.event_id) if r.id_key is None else r.id_key,
-                 r.trace_key if r.trace_key is not None or r.trace_id is None else index_key(r.trace_id))
+                 r.resource, r.trace_id, r.environment, r.outcome, *_index_keys(r))
                 for i, r in enumerate(rows)
             ],
         )
