@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditfed.errors import InvalidEvent
-from auditfed.event import canonical_bytes, event_json_schema, validate_event
+from auditfed.event import canonical_bytes, event_json_schema, validate_event, validate_events
+from auditfed.identity.tokens import Caller
+from auditfed.ingest.prepare import prepare_items
 
 MINIMAL = {"action": "db.query", "actor": {"id": "alice"}}
 
@@ -63,6 +65,23 @@ def test_producers_cannot_claim_verification() -> None:
     event = validate_event({**MINIMAL, "actor": {"id": "a", "verified": True,
                                                  "verification_error": "x"}})
     assert "verified" not in event["actor"] and "verification_error" not in event["actor"]
+
+
+def test_a_batch_validates_as_its_items_do() -> None:
+    items = [
+        MINIMAL,
+        {**MINIMAL, "time": "2026-11-27T18:00:00+01:00", "actor": {"id": "bob", "verified": True}},
+    ]
+    assert validate_events(items) == [validate_event(item) for item in items]
+
+
+def test_one_bad_item_fails_the_batch_call_and_is_named_alone() -> None:
+    items = [MINIMAL, {"action": "x", "actor": {"id": 7}}, "not an object", MINIMAL]
+    assert validate_events(items) is None
+    batch = prepare_items(items, Caller("t1", "source", service="billing"), "2026-11-27T18:00:00.000000Z")
+    assert [r.get("status") for r in batch.results] == [None, "rejected", "rejected", None]
+    assert [(e["item"], e["path"]) for e in batch.errors] == [(1, "actor.id"), (2, "$")]
+    assert [p.position for p in batch.prepared] == [0, 3]
 
 
 def test_deep_nesting_is_refused() -> None:

@@ -15,6 +15,7 @@ from auditfed.event.model import (
     new_event_id,
     normalise_time,
     validate_event,
+    validate_events,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "new_event_id",
     "normalise_time",
     "validate_event",
+    "validate_events",
 ]

@@ -23,7 +23,6 @@ from typing_extensions import TypedDict
 from auditfed.errors import InvalidEvent
 
 OUTCOMES = ("success", "failure", "denied", "unknown")
-MAX_DEPTH = 32
 
 _STRICT = ConfigDict(extra="forbid", strict=True, str_max_length=8192)
 
@@ -155,6 +154,7 @@ class EventInput(TypedDict, total=False):
 
 
 _ADAPTER: TypeAdapter[EventInput] = TypeAdapter(EventInput)
+_BATCH_ADAPTER: TypeAdapter[list[EventInput]] = TypeAdapter(list[EventInput])
 
 
 def validate_event(obj: Any, *, position: int | None = None) -> dict[str, Any]:
@@ -177,6 +177,26 @@ def validate_event(obj: Any, *, position: int | None = None) -> dict[str, Any]:
             for e in exc.errors(include_url=False)
         ]
         raise InvalidEvent(_summary(errors), errors) from None
+    return _canonical_shape(event)
+
+
+def validate_events(objs: list[Any]) -> list[dict[str, Any]] | None:
+    """Validate a whole batch of producer events in one call; ``None`` if any is invalid.
+
+    One call for the batch spares pydantic's per-call overhead (about a fifth of the
+    validation time of a typical event). It says nothing about *which* item failed:
+    on ``None`` the caller validates item by item with :func:`validate_event`, which
+    names every problem.
+    """
+    try:
+        events: list[dict[str, Any]] = _BATCH_ADAPTER.validate_python(objs)  # type: ignore[assignment]
+    except ValidationError:
+        return None
+    return [_canonical_shape(event) for event in events]
+
+
+def _canonical_shape(event: dict[str, Any]) -> dict[str, Any]:
+    """Default ``outcome``; drop the server-owned fields a producer may not claim."""
     event.setdefault("outcome", "unknown")
     actor = event["actor"]
     actor.pop("verified", None)

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from auditfed.errors import Forbidden, InvalidEvent
-from auditfed.event import canonical_event_bytes, new_event_id, validate_event
+from auditfed.event import (
+    canonical_event_bytes,
+    new_event_id,
+    validate_event,
+    validate_events,
+)
 from auditfed.identity.tokens import Caller
 from auditfed.ingest.body import BadItem
 from auditfed.ledger.hashing import leaf_hash
@@ -79,13 +84,19 @@ def prepare_items(
     for the whole batch.
     """
     batch = PreparedBatch([], [{} for _ in items])
+    # One validation call for the whole batch; item by item (naming each problem)
+    # only when some item is bad.
+    valid = validate_events(items)
     for position, item in enumerate(items):
         if isinstance(item, BadItem):
             batch.errors.append({"item": position, "path": "$", "reason": item.reason})
             batch.results[position] = _rejected(None, item.reason)
             continue
         try:
-            batch.prepared.append(prepare_event(item, position, caller, observed_time, enrichers))
+            event = validate_event(item, position=position) if valid is None else valid[position]
+            batch.prepared.append(
+                prepare_valid_event(event, position, caller, observed_time, enrichers)
+            )
         except InvalidEvent as exc:
             batch.errors.extend(exc.errors or [{"item": position, "path": "$", "reason": exc.detail}])
             batch.results[position] = _rejected(item, exc.detail)
@@ -140,6 +151,17 @@ def prepare_event(
     enrichers: tuple[Enricher, ...] = (),
 ) -> Prepared:
     event = validate_event(obj, position=position)
+    return prepare_valid_event(event, position, caller, observed_time, enrichers)
+
+
+def prepare_valid_event(
+    event: dict[str, Any],
+    position: int,
+    caller: Caller,
+    observed_time: str,
+    enrichers: tuple[Enricher, ...] = (),
+) -> Prepared:
+    """:func:`prepare_event` for an event :func:`~auditfed.event.validate_event` passed."""
     bind_source(event, caller, position)
     event["observed_time"] = observed_time
     event.setdefault("time", observed_time)
