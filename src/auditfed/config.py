@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     webhooks: list[dict[str, Any]] = Field(
         default_factory=list, description="alert webhooks ([[webhooks]] tables)"
     )
+    retention: str | None = Field(
+        None,
+        description="remove entries observed longer ago than this (400d, 52w, 7y), checked "
+        "hourly; their leaf hashes stay, so the log still verifies. Default: keep everything",
+    )
     demo: bool = Field(False, description="feed demo events from made-up services")
     demo_rate: float = Field(20.0, gt=0, description="demo events per second")
 

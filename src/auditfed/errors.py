@@ -72,6 +72,13 @@ class NotFound(AuditfedError):
     title = "Not found"
 
 
+class Gone(NotFound):
+    """What was asked for existed but was removed on purpose (entries past retention)."""
+
+    status = 410
+    title = "Gone"
+
+
 class Unavailable(AuditfedError):
     """The service cannot take the request now (shutting down, store down, overloaded)."""
 

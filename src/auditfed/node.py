@@ -13,13 +13,13 @@ import os
 import secrets
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from auditfed.config import Settings
 from auditfed.detect.service import DetectionService
-from auditfed.errors import ConfigError
+from auditfed.errors import ConfigError, InvalidInput
 from auditfed.event.model import format_time
 from auditfed.federation.service import Federation
 from auditfed.federation.witness import create_witness_key
@@ -38,6 +38,7 @@ from auditfed.ledger import Signer
 from auditfed.observability import Metrics
 from auditfed.sources.redaction import Redactor
 from auditfed.store import Store, open_store
+from auditfed.store.retention import RetentionResult, apply_retention, parse_age
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,15 @@ def load_signer(settings: Settings) -> Signer:
 _SELF = Caller("auditfed", "admin")
 
 
+def _retention_of(settings: Settings) -> timedelta | None:
+    if settings.retention is None:
+        return None
+    try:
+        return parse_age(settings.retention)
+    except InvalidInput as exc:
+        raise ConfigError(f"retention: {exc.detail}") from None
+
+
 class Node:
     """Store + key + tokens + sequencer + metrics, opened from settings."""
 
@@ -167,6 +177,9 @@ class Node:
             self.metrics.checkpoint_size,
             lambda: cp.size if (cp := self.sequencer.latest_checkpoint) else 0,
         )
+        self.metrics.track(self.metrics.retained_from, self.store.retained_from)
+        #: Entries observed longer ago than this are removed (``retention``), or kept.
+        self.retention = _retention_of(settings)
         #: Federation: the hub part, and the forwarder when ``upstream`` is set.
         self.federation = Federation(self)
         #: Live detection, alerts and their sinks (set up by ``start``).
@@ -197,6 +210,16 @@ class Node:
         observed = format_time(datetime.now(UTC))
         prepared = prepare_event(event, 0, _SELF, observed)
         return self.sequencer.submit([prepared])
+
+    def apply_retention(self, older_than: timedelta) -> RetentionResult:
+        """Remove entries observed longer than ``older_than`` ago; record that it did."""
+        result = apply_retention(self.store, older_than=older_than)
+        if result.removed:
+            log.info("retention removed entries", extra=result.as_dict())
+            self.record_access(_SELF, "auditfed.retention.apply", "log",
+                               {"older_than_seconds": older_than.total_seconds(),
+                                **result.as_dict()})
+        return result
 
     def start(self) -> None:
         self.preparer = open_preparer(self.settings, load_salt(self.settings), self.enrichers)

@@ -75,6 +75,10 @@ class Metrics:
         self.checkpoint_size = Gauge(
             "auditfed_checkpoint_size", "Size of the latest signed checkpoint", registry=r
         )
+        self.retained_from = Gauge(
+            "auditfed_log_retained_from",
+            "Entries below this index were removed by retention", registry=r,
+        )
         self.requests = Counter(
             "auditfed_http_requests", "HTTP requests", ["method", "status"], registry=r
         )

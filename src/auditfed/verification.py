@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from itertools import islice
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -66,6 +65,10 @@ class VerifiableLog(Protocol):
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]: ...
 
+    def retained_from(self) -> int:
+        """Entries below this index were removed by retention (0: none were)."""
+        ...
+
     @property
     def tile_reader(self) -> TileReader | None: ...
 
@@ -74,6 +77,9 @@ class VerifiableLog(Protocol):
 class Report:
     entries: int = 0
     checkpoints: int = 0
+    #: Entries below this index were removed by retention: checked by their stored
+    #: leaf hashes (the tree and the signed roots), not by their bytes.
+    removed: int = 0
     bad_index: int | None = None
     problem: str | None = None
 
@@ -83,7 +89,8 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "entries": self.entries, "checkpoints": self.checkpoints,
-                "bad_index": self.bad_index, "problem": self.problem}
+                "removed_by_retention": self.removed, "bad_index": self.bad_index,
+                "problem": self.problem}
 
 
 class _Fault(Exception):
@@ -102,7 +109,8 @@ def verify_log(
     try:
         checkpoints = _verified_checkpoints(log, verifier)
         report.checkpoints = len(checkpoints)
-        report.entries = _verify_entries(log, checkpoints, progress)
+        report.removed = log.retained_from()
+        report.entries = _verify_entries(log, checkpoints, report.removed, progress)
     except _Fault as fault:
         report.bad_index, report.problem = fault.index, fault.problem
     return report
@@ -119,26 +127,32 @@ def _verified_checkpoints(log: VerifiableLog, verifier: Verifier) -> list[Checkp
 
 
 def _verify_entries(
-    log: VerifiableLog, checkpoints: list[Checkpoint], progress: Callable[[int, int | None], None]
+    log: VerifiableLog,
+    checkpoints: list[Checkpoint],
+    removed: int,
+    progress: Callable[[int, int | None], None],
 ) -> int:
     size = max([log.size(), *(cp.size for cp in checkpoints)])
     checker = _TreeChecker(checkpoints, log.tile_reader)
-    tasks = _tasks(size, [cp.size for cp in checkpoints])
-    chunks = _checked_in_workers(log.store_url, tasks) if log.store_url else _checked_here(log, size, tasks)
+    tasks = _tasks(size, [cp.size for cp in checkpoints], removed)
+    chunks = (
+        _checked_in_workers(log.store_url, tasks) if log.store_url else _checked_here(log, tasks)
+    )
     for checked in chunks:
         checker.feed(checked)
         progress(checker.size, size)
     return checker.size
 
 
-_Task = tuple[int, int, Sequence[int]]
-"""Leaves ``[start, stop)`` to check, and the checkpoint sizes strictly inside."""
+_Task = tuple[int, int, Sequence[int], int]
+"""Leaves ``[start, stop)`` to check, the checkpoint sizes strictly inside, and the
+first leaf whose entry was not removed by retention."""
 
 
-def _tasks(size: int, cuts: list[int]) -> Iterator[_Task]:
+def _tasks(size: int, cuts: list[int], removed: int) -> Iterator[_Task]:
     for start in range(0, size, CHUNK):
         stop = min(size, start + CHUNK)
-        yield start, stop, cuts[bisect_right(cuts, start):bisect_left(cuts, stop)]
+        yield start, stop, cuts[bisect_right(cuts, start):bisect_left(cuts, stop)], removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +173,20 @@ def _check_chunk(rows: list[tuple[int, bytes]], task: _Task, tiles: TileReader |
     """Hash a chunk's leaves, compare them with the stored level-0 tiles, and hash
     whole tiles up to their roots: nearly all the work, done where the rows are
     read, so that one hash per tile travels on instead of 256."""
-    start, stop, cuts = task
-    present = _run_length(rows, start)
-    leaves = b"".join([leaf_hash(data) for _, data in rows[:present]])
+    start, stop, cuts, removed = task
+    # Leaves below ``kept`` lost their entries to retention: their stored leaf hashes
+    # stand in (the tree above them and the signed roots still check them). Entries
+    # a prune cut short left in place there are not read.
+    kept = min(stop, max(start, removed))
+    if kept > start:
+        rows = [row for row in rows if row[0] >= kept]
+    present = _run_length(rows, kept)
+    stored = tiles.read_tiles(_level0_keys(start, kept + present)) if tiles is not None else {}
+    leaves, lost = _removed_leaves(stored, start, kept)
+    if lost is None:
+        leaves += b"".join([leaf_hash(data) for _, data in rows[:present]])
     roots = hash_up(leaves[: len(leaves) // TILE_BYTES * TILE_BYTES], TILE_HEIGHT)
     cut_tiles = {cut // TILE_WIDTH for cut in cuts if cut % TILE_WIDTH}
-    stored = tiles.read_tiles(_level0_keys(start, start + present)) if tiles is not None else {}
     pieces: list[tuple[int, bytes]] = []
     for number, offset in enumerate(range(0, len(leaves), TILE_BYTES)):
         key = (0, start // TILE_WIDTH + number)
@@ -175,8 +197,25 @@ def _check_chunk(rows: list[tuple[int, bytes]], task: _Task, tiles: TileReader |
             pieces.append((TILE_HEIGHT, roots[number * HASH_SIZE:(number + 1) * HASH_SIZE]))
         else:
             pieces += [(0, tile[i:i + HASH_SIZE]) for i in range(0, len(tile), HASH_SIZE)]
-    missing = start + present
+    if lost is not None:
+        return _Checked(pieces, (lost, f"entry {lost} was removed by retention and its leaf hash "
+                                       "is not stored either"))
+    missing = kept + present
     return _Checked(pieces, None if missing == stop else (missing, f"entry {missing} is missing"))
+
+
+def _removed_leaves(stored: dict[tuple[int, int], bytes], start: int, stop: int) -> tuple[bytes, int | None]:
+    """The stored leaf hashes of leaves ``[start, stop)``, and the first one missing."""
+    leaves = bytearray()
+    for tile in range(start // TILE_WIDTH, -(-stop // TILE_WIDTH)):
+        first, end = max(start, tile * TILE_WIDTH), min(stop, (tile + 1) * TILE_WIDTH)
+        offset = first - tile * TILE_WIDTH
+        hashes = stored.get((0, tile), b"")[offset * HASH_SIZE:(offset + end - first) * HASH_SIZE]
+        if len(hashes) < (end - first) * HASH_SIZE:
+            whole = len(hashes) // HASH_SIZE
+            return bytes(leaves + hashes[:whole * HASH_SIZE]), first + whole
+        leaves += hashes
+    return bytes(leaves), None
 
 
 def _run_length(rows: list[tuple[int, bytes]], start: int) -> int:
@@ -191,12 +230,11 @@ def _level0_keys(start: int, stop: int) -> list[tuple[int, int]]:
     return [(0, tile) for tile in range(start // TILE_WIDTH, -(-stop // TILE_WIDTH))]
 
 
-def _checked_here(log: VerifiableLog, size: int, tasks: Iterator[_Task]) -> Iterator[_Checked]:
+def _checked_here(log: VerifiableLog, tasks: Iterator[_Task]) -> Iterator[_Checked]:
     """Chunks checked in this process, reading entries through ``log`` (e.g. a remote API)."""
-    stream = log.entries(0, size)
     for task in tasks:
-        start, stop, _ = task
-        yield _check_chunk(list(islice(stream, stop - start)), task, log.tile_reader)
+        start, stop, _, removed = task
+        yield _check_chunk(list(log.entries(max(start, removed), stop)), task, log.tile_reader)
 
 
 # For a local store, chunks are checked in worker processes (each with its own
@@ -210,7 +248,7 @@ def _check_stored_chunk(store_url: str, task: _Task) -> _Checked:
     store = _worker_stores.get(store_url)
     if store is None:
         store = _worker_stores[store_url] = open_store(store_url)
-    start, stop, _ = task
+    start, stop, _, _ = task
     return _check_chunk(store.entries(start, stop), task, store)
 
 

@@ -39,9 +39,14 @@ class MemoryLog:
     notes: list[str]
     tiles: MemoryTiles
     store_url: str | None = None
+    #: Entries below this index were removed by retention.
+    removed: int = 0
 
     def size(self) -> int:
         return max(self.data, default=-1) + 1
+
+    def retained_from(self) -> int:
+        return self.removed
 
     def checkpoint_notes(self) -> list[str]:
         return self.notes
@@ -70,6 +75,9 @@ class StoredLog:
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         return iter(self.store.entries(start, end))
 
+    def retained_from(self) -> int:
+        return self.store.retained_from()
+
     @property
     def tile_reader(self) -> Store:
         return self.store
@@ -77,9 +85,13 @@ class StoredLog:
 
 def tiles_of(data: dict[int, bytes], sizes: tuple[int, ...] = CUTS) -> tuple[MemoryTiles, list[bytes]]:
     """The tiles a sequencer stores for ``data``, and the roots at ``sizes``."""
+    return tiles_of_hashes([leaf_hash(data[i]) for i in range(len(data))], sizes)
+
+
+def tiles_of_hashes(hashes: list[bytes], sizes: tuple[int, ...] = CUTS) -> tuple[MemoryTiles, list[bytes]]:
     tree, tiles, roots = TreeAppender.empty(), MemoryTiles(), []
     for start, stop in zip((0, *sizes), sizes, strict=False):
-        tree.extend(leaf_hash(data[i]) for i in range(start, stop))
+        tree.extend(hashes[start:stop])
         tiles.update(tree.take_dirty_tiles())
         roots.append(tree.root())
     return tiles, roots
@@ -102,6 +114,8 @@ def copy_to_store(log: MemoryLog, path: Path) -> StoredLog:
         for note in log.notes:
             cp = verify_checkpoint(note, SIGNER.verifier())
             tx.add_checkpoint(CheckpointRecord(cp.size, cp.root, note, "2026-01-01T00:00:00Z"))
+    if log.removed:
+        store.set_meta("retained_from", str(log.removed))
     return StoredLog(store, store.url)
 
 
@@ -182,6 +196,26 @@ def rewrite(index: int) -> Callable[[MemoryLog], None]:
     return alter
 
 
+def retain_from(index: int, *, left: int = 0) -> Callable[[MemoryLog], None]:
+    """Retention removed the entries below ``index`` (``left`` of them, just below it,
+    are still there: a prune cut short)."""
+    def alter(log: MemoryLog) -> None:
+        for i in range(index - left):
+            del log.data[i]
+        log.removed = index
+    return alter
+
+
+def forge_leaf_hash(index: int) -> Callable[[MemoryLog], None]:
+    """Change a stored leaf hash and every tile to match: only the signed roots still tell."""
+    def alter(log: MemoryLog) -> None:
+        level0 = b"".join(log.tiles[(0, n)] for n in range(-(-SIZE // 256)))
+        hashes = [level0[i:i + 32] for i in range(0, len(level0), 32)]
+        hashes[index] = bytes(32)
+        log.tiles = tiles_of_hashes(hashes)[0]
+    return alter
+
+
 def both(*alterations: Callable[[MemoryLog], None]) -> Callable[[MemoryLog], None]:
     def alter(log: MemoryLog) -> None:
         for each in alterations:
@@ -225,6 +259,17 @@ def test_an_intact_log_verifies(check: Callable[..., Report]) -> None:
         pytest.param(rewrite(10), 0, "signed at size 700", id="rewritten-before-first-checkpoint"),
         pytest.param(rewrite(40_000), 30_001, "signed at size 65536", id="rewritten"),
         pytest.param(rewrite(69_999), 65_536, "signed at size 70000", id="rewritten-last"),
+        # a log pruned by retention: what was removed is checked by its stored leaf hashes
+        pytest.param(both(retain_from(5_000), change(6_000)), 6_000, "leaf hash differs", id="kept-entry-changed"),
+        pytest.param(both(retain_from(5_000), delete(6_000)), 6_000, "is missing", id="kept-entry-deleted"),
+        pytest.param(both(retain_from(5_000), flip_node(0, 4_200)), 4_096, "node hash at height 8",
+                     id="removed-leaf-hash-changed"),
+        pytest.param(both(retain_from(5_000), forge_leaf_hash(100)), 0, "signed at size 700",
+                     id="removed-leaf-hash-and-tiles-forged"),
+        pytest.param(both(retain_from(50_000), forge_leaf_hash(40_000)), 30_001, "signed at size 65536",
+                     id="removed-leaf-hash-and-tiles-forged-later"),
+        pytest.param(both(retain_from(5_000), drop_tile(0, 10)), 2_560, "removed by retention",
+                     id="removed-leaves-tile-deleted"),
     ],
 )
 def test_the_first_fault_is_named(
@@ -234,3 +279,20 @@ def test_the_first_fault_is_named(
     assert not report.ok
     assert report.bad_index == index, report.problem
     assert problem in (report.problem or "")
+
+
+# --- retention -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [1, 700, 4096, 5_000, 30_001, 69_999])
+def test_a_log_pruned_by_retention_verifies_by_its_stored_leaf_hashes(
+    check: Callable[..., Report], index: int
+) -> None:
+    report = check(retain_from(index))
+    assert report.ok, report.problem
+    assert (report.entries, report.checkpoints, report.removed) == (SIZE, len(CUTS), index)
+
+
+def test_entries_a_prune_left_below_its_cut_are_not_read(check: Callable[..., Report]) -> None:
+    report = check(both(retain_from(5_000, left=300), change(4_800)))
+    assert report.ok, report.problem

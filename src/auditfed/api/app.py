@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -67,12 +68,28 @@ async def _publish_checkpoints(node: Node) -> None:
                 log.exception("checkpoint failed")
 
 
+#: Seconds between two applications of the ``retention`` setting.
+RETENTION_INTERVAL = 3600.0
+
+
+async def _apply_retention(node: Node, older_than: timedelta) -> None:
+    """Remove entries past ``older_than`` at start, then every RETENTION_INTERVAL."""
+    while True:
+        try:
+            await asyncio.to_thread(node.apply_retention, older_than)
+        except Exception:
+            log.exception("retention failed; retrying at the next interval")
+        await asyncio.sleep(RETENTION_INTERVAL)
+
+
 def create_app(node: Node, *, start_node: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if start_node:
             node.start()
         tasks = [asyncio.create_task(_publish_checkpoints(node), name="checkpoints")]
+        if node.retention is not None:
+            tasks.append(asyncio.create_task(_apply_retention(node, node.retention), name="retention"))
         if node.settings.demo:
             from auditfed.demo import feed_demo_events
 

@@ -14,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from auditfed.api.deps import node_of, reader
 from auditfed.api.responses import JSON
-from auditfed.errors import Forbidden, InvalidInput, NotFound
+from auditfed.errors import Forbidden, Gone, InvalidInput, NotFound
 from auditfed.ledger import consistency_proof, inclusion_proof
 
 router = APIRouter(tags=["log"])
@@ -71,7 +71,11 @@ def get_entries(
         raise InvalidInput("start must be below end (end is exclusive)")
     if end > size:
         raise InvalidInput(f"end {end} is beyond the log's size {size}")
-    rows = node_of(request).store.entries(start, min(end, start + MAX_ENTRIES))
+    store = node_of(request).store
+    if start < (retained_from := store.retained_from()):
+        raise Gone(f"entries below {retained_from} were removed by retention; their leaf "
+                   "hashes remain in the tree", retained_from=retained_from)
+    rows = store.entries(start, min(end, start + MAX_ENTRIES))
     return JSON({"entries": [{"index": i, "data": _b64(data)} for i, data in rows]})
 
 
@@ -88,8 +92,11 @@ def get_inclusion_proof(
     size = _tree_size(node, size)
     if index >= size:
         raise InvalidInput(f"index {index} is not in a tree of size {size}")
-    if caller.scoped and not caller.may_see(orjson.loads(node.store.entries(index, index + 1)[0][1])):
-        raise NotFound(f"no event at index {index} in this token's scope")
+    if caller.scoped:
+        rows = node.store.entries(index, index + 1)
+        if not rows or not caller.may_see(orjson.loads(rows[0][1])):
+            # A removed entry's scope cannot be told: not for a scoped token.
+            raise NotFound(f"no event at index {index} in this token's scope")
     hashes = inclusion_proof(index, size, node.store)
     return JSON({"index": index, "size": size, "hashes": [_b64(h) for h in hashes]})
 

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from auditfed.api.deps import node_of, reader, scope_filter
 from auditfed.api.responses import JSON
-from auditfed.errors import NotFound
+from auditfed.errors import Gone, NotFound
 from auditfed.query.language import parse_query
 from auditfed.sources.ocsf import to_ocsf
 from auditfed.store.filters import Query as StoreQuery
@@ -27,6 +27,9 @@ def get_event(
     caller = reader(request, "audit.event.read")
     node = node_of(request)
     rows = node.store.entries(index, index + 1) if index >= 0 else []
+    if not rows and 0 <= index < (retained_from := node.store.retained_from()):
+        raise Gone(f"event {index} was removed by retention (entries below {retained_from})",
+                   retained_from=retained_from)
     event = orjson.loads(rows[0][1]) if rows else None
     if event is None or not caller.may_see(event):
         raise NotFound(f"no event at index {index}")

@@ -41,6 +41,11 @@ class LogAccess(abc.ABC):
     def size(self) -> int:
         """Entries to verify: all stored, or all the latest checkpoint covers."""
 
+    def retained_from(self) -> int:
+        """Entries below this index were removed by retention. Through the API they
+        cannot be checked (no leaf hashes are served): reading them is refused (410)."""
+        return 0
+
     @abc.abstractmethod
     def checkpoint_notes(self) -> list[str]:
         """Every checkpoint that can be checked: all kept ones, or the latest."""
@@ -91,6 +96,9 @@ class LocalLog(LogAccess):
 
     def size(self) -> int:
         return self.store.size()
+
+    def retained_from(self) -> int:
+        return self.store.retained_from()
 
     def checkpoint_notes(self) -> list[str]:
         return [record.note for record in self.store.checkpoints()]

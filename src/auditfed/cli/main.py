@@ -27,7 +27,7 @@ from auditfed.cli.client import Client
 from auditfed.cli.sending import send_files
 from auditfed.cli.ui import progress_bar
 from auditfed.config import DEFAULT_URL, Settings, load_settings
-from auditfed.errors import AuditfedError, InvalidInput
+from auditfed.errors import AuditfedError, InvalidInput, NotFound
 from auditfed.identity.tokens import TokenAuthority
 from auditfed.ledger import (
     Verifier,
@@ -38,6 +38,7 @@ from auditfed.ledger import (
 )
 from auditfed.node import initialise
 from auditfed.store import open_store
+from auditfed.store.retention import apply_retention, parse_age
 from auditfed.verification import verify_log
 
 app = typer.Typer(
@@ -135,6 +136,8 @@ def serve(
     node_name: Annotated[str | None, typer.Option(help="this node's name in a federation")] = None,
     upstream: Annotated[str | None, typer.Option(help="federation hub URL to forward to")] = None,
     upstream_token: Annotated[str | None, typer.Option(help="this node's token at the hub")] = None,
+    retention: Annotated[str | None, typer.Option(
+        help="remove entries observed longer ago than this (400d, 52w, 7y) [keep all]")] = None,
 ) -> None:
     """Run the server (initialising the data dir on first start)."""
     from auditfed.api.server import serve as run_server
@@ -145,7 +148,7 @@ def serve(
         max_body_bytes=max_body_bytes, max_events_per_request=max_events_per_request,
         checkpoint_interval=checkpoint_interval, ingest_workers=ingest_workers,
         log_level=log_level, log_format=log_format, node_name=node_name, upstream=upstream,
-        upstream_token=upstream_token,
+        upstream_token=upstream_token, retention=retention,
     )
     created = initialise(settings)
     if created is not None:
@@ -285,11 +288,47 @@ def verify(
     if as_json:
         _emit_json(report.as_dict())
     elif report.ok:
-        out.print(f"ok: {report.entries} entries, {report.checkpoints} checkpoints verified")
+        removed = (f" (the first {report.removed} removed by retention: checked by their "
+                   "stored leaf hashes)" if report.removed else "")
+        out.print(f"ok: {report.entries} entries{removed}, {report.checkpoints} checkpoints verified")
     else:
         out.print(f"[red]FAIL[/] at index {report.bad_index}: {report.problem}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def retention(
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", help="remove entries observed longer ago than this: 400d, 52w, 7y, 12h, 90s"
+    )] = None,
+    before: Annotated[int | None, typer.Option(
+        "--before", min=0, help="remove the entries below this log index"
+    )] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would go; change nothing")] = False,
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove old entries' bytes; their leaf hashes stay, so the log still verifies.
+
+    Safe while a server runs on the same store. ``verify`` afterwards checks the
+    removed part from the stored leaf hashes against the signed checkpoints.
+    """
+    settings = _settings(data, config, store=store)
+    age = parse_age(older_than) if older_than is not None else None
+    log_store = open_store(settings.store_url, fsync=settings.fsync)
+    try:
+        result = apply_retention(log_store, older_than=age, before=before, dry_run=dry_run)
+    finally:
+        log_store.close()
+    if as_json:
+        _emit_json({**result.as_dict(), "dry_run": dry_run})
+        return
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} {result.removed} entries; entries [{result.retained_from}, "
+              f"{result.size}) keep their bytes")
 
 
 @app.command()
@@ -321,7 +360,12 @@ def proof_inclusion(
         cp = verify_checkpoint(access.checkpoint(size), verifier)
         if index < 0 or index >= cp.size:
             raise InvalidInput(f"index {index} is not in the checkpoint of size {cp.size}")
-        _, data_bytes = next(iter(access.entries(index, index + 1)))
+        rows = list(access.entries(index, index + 1))
+        if not rows:
+            removed = index < access.retained_from()
+            raise NotFound(f"entry {index} was removed by retention: prove it with its bytes "
+                           "(auditfed evidence verify)" if removed else f"entry {index} is not stored")
+        _, data_bytes = rows[0]
         hashes = access.inclusion_proof(index, cp.size)
         verify_inclusion(leaf_hash(data_bytes), index, cp.size, hashes, cp.root)
     finally:

@@ -220,6 +220,22 @@ class Store(abc.ABC):
     def iter_entries(self, start: int = 0, chunk: int = 10_000) -> Iterator[tuple[int, bytes]]:
         """Every stored entry from ``start`` in index order, read in chunks."""
 
+    # --- retention ---
+    def retained_from(self) -> int:
+        """Entries below this index were removed by retention (0: none were).
+
+        Their leaf hashes stay in the level-0 tiles, so the tree, every proof and
+        every checkpoint still verify; only their bytes are gone.
+        """
+        value = self.get_meta("retained_from")
+        return int(value) if value else 0
+
+    @abc.abstractmethod
+    def prune_before(self, index: int) -> int:
+        """Retention: remove the entries (and their index rows) below ``index``, as far
+        as the store's granularity allows; never the newest entry, from which the
+        log's size is known. Returns :meth:`retained_from` afterwards."""
+
     # --- checkpoints ---
     @abc.abstractmethod
     def latest_checkpoint(self) -> CheckpointRecord | None: ...

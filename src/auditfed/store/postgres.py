@@ -18,11 +18,10 @@ query prunes to the partitions it needs; the index is dense and only grows, so
 writes always go to the newest partition and a partition, once full, never changes
 again; and the producer's ``time`` is not ordered (late events, back-fills), which
 would scatter appends over old partitions. Index ranges *are* time ranges in the
-order of arrival (``observed_time``), so retention still works by age:
-:meth:`PostgresStore.drop_partitions_older_than` drops the full partitions whose
-newest event was observed before a cut-off, :meth:`PostgresStore.drop_partitions_before`
-those below an index. Tiles and signed checkpoints are kept: proofs for the entries
-that remain keep verifying. Partitions are created ahead as the log grows (the next
+order of arrival (``observed_time``), so retention still works by age
+(:mod:`auditfed.store.retention`): :meth:`PostgresStore.prune_before` drops the whole
+partitions below an index. Tiles and signed checkpoints are kept: proofs for the
+entries that remain keep verifying. Partitions are created ahead as the log grows (the next
 one once the newest is half full), outside the sequencer's transaction; the
 ``partitions`` table lists them.
 
@@ -605,11 +604,10 @@ class PostgresStore(Store):
         with self._read() as conn:
             return conn.execute("SELECT first_idx, end_idx FROM partitions ORDER BY first_idx").fetchall()
 
-    def drop_partitions_before(self, index: int) -> list[tuple[int, int]]:
-        """Retention: drop the partitions entirely below ``index`` (entries and index rows).
-
-        Tiles and checkpoints stay, so proofs for the remaining entries keep verifying;
-        ``retained_from`` in meta records where the stored entries begin."""
+    def prune_before(self, index: int) -> int:
+        """Retention: drop the partitions entirely below ``index`` (entries and index
+        rows), in one transaction with the new ``retained_from``."""
+        index = min(index, self.size() - 1)
         dropped = []
         with self._read() as conn, conn.transaction():
             for first, end in conn.execute(
@@ -627,25 +625,7 @@ class PostgresStore(Store):
                     " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                     (str(dropped[-1][1]),),
                 )
-        return dropped
-
-    def drop_partitions_older_than(self, cutoff: datetime) -> list[tuple[int, int]]:
-        """Retention by age: drop full partitions whose newest event was observed before ``cutoff``."""
-        import orjson
-
-        size = self.size()
-        keep_from = 0
-        for _first, end in self.partitions():
-            if end > size:
-                break
-            last = self.entries(end - 1, end)
-            if not last:
-                break
-            observed = orjson.loads(last[0][1]).get("observed_time", "")
-            if observed >= cutoff.strftime("%Y-%m-%dT%H:%M:%S"):
-                break
-            keep_from = end
-        return self.drop_partitions_before(keep_from) if keep_from else []
+        return self.retained_from()
 
     # --- connections ---
     @contextmanager

@@ -59,6 +59,9 @@ from auditfed.store.sql import (
 
 log = logging.getLogger(__name__)
 
+#: Entries deleted per transaction by retention.
+PRUNE_CHUNK = 20_000
+
 #: Schema migrations, applied in order; ``PRAGMA user_version`` holds how many ran.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -525,6 +528,37 @@ class SQLiteStore(Store):
             )
         finally:
             conn.close()
+
+    def prune_before(self, index: int) -> int:
+        """Delete entries and index rows below ``index``, in chunks.
+
+        ``retained_from`` is recorded first: a prune cut short (a crash) leaves some
+        entries below it in place, which verification accepts, and the next prune
+        finishes. Chunks keep each write transaction short, so a running server's
+        commits go on in between. SQLite reuses the freed pages for new entries; the
+        file only shrinks with ``VACUUM``.
+        """
+        retained_from = self.retained_from()
+        target = max(min(index, self.size() - 1), retained_from)
+        (lowest,) = self._reader().execute("SELECT MIN(idx) FROM events").fetchone()
+        if lowest is None or target <= lowest:
+            return retained_from
+        if target > retained_from:
+            self.set_meta("retained_from", str(target))
+        index_conn = self._open(self.index_path, fsync=False, writer=True)
+        try:
+            for start in range(lowest, target, PRUNE_CHUNK):
+                stop = min(target, start + PRUNE_CHUNK)
+                with self._side_transaction() as conn:
+                    conn.execute("DELETE FROM events WHERE idx >= ? AND idx < ?", (start, stop))
+                index_conn.execute("BEGIN IMMEDIATE")
+                index_conn.execute("DELETE FROM event_index WHERE idx >= ? AND idx < ?", (start, stop))
+                index_conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite retention failed: {exc}") from exc
+        finally:
+            index_conn.close()
+        return target
 
     def indexed_size(self) -> int:
         row = self._reader().execute(
