@@ -13,8 +13,8 @@ from auditfed.store.filters import Query, Term, index_key
 from auditfed.store.sqlite import INDEX_MIGRATIONS, SQLiteStore
 
 
-def _row(event_id: str, trace_id: str, *, id_key: int, trace_key: int) -> EntryRow:
-    return EntryRow(b"{}", bytes(32), "svc", event_id, "2026-11-28T00:00:00Z", "a.b", "u", None,
+def _row(event_id: str, trace_id: str, *, id_key: int, trace_key: int, service: str = "svc") -> EntryRow:
+    return EntryRow(b"{}", bytes(32), service, event_id, "2026-11-28T00:00:00Z", "a.b", "u", None,
                     None, trace_id, None, "success", id_key, trace_key)
 
 
@@ -30,8 +30,10 @@ def test_rows_sharing_a_key_are_told_apart_by_their_value(tmp_path: Path) -> Non
         with store.index_transaction() as tx:
             tx.index_entries(0, rows)
         with store.transaction() as tx:
-            assert tx.existing_indexes([("svc", "evt-b"), ("other", "evt-b"), ("svc", "evt-c")]) == {
-                ("svc", "evt-b"): 1}
+            asked = [_row("evt-b", "t", id_key=shared_id, trace_key=0),
+                     _row("evt-b", "t", id_key=shared_id, trace_key=0, service="other"),
+                     _row("evt-c", "t", id_key=index_key("evt-c"), trace_key=0)]
+            assert tx.existing_indexes(asked) == {("svc", "evt-b"): 1}
         assert [i for i, _ in store.search(Query(Term("id", "evt-b")))] == [1]
         assert [i for i, _ in store.search(Query(Term("trace", "trace-b")))] == [1]
         assert [i for i, _ in store.search(Query(Term("trace", "trace-*")))] == [1, 0]

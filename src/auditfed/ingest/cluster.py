@@ -176,7 +176,7 @@ class LeaderSequencer(Sequencer):
                 pending_job = _Job([Prepared(0, row, fresh) for _, fresh, row in taken])
                 everything = [pending_job, *jobs]
                 results, rows = self._assign(
-                    everything, tx.existing_indexes(self._unknown_keys(everything))
+                    everything, tx.existing_indexes(self._unknown_rows(everything))
                 )
                 if rows:
                     tx.append_entries(first_index, rows)
@@ -279,11 +279,11 @@ class PendingWriter:
 
     def _commit(self, jobs: list[_PendingJob]) -> None:
         started = time.perf_counter()
-        keys = list({(p.row.service, p.row.event_id) for job in jobs for p in job.items
-                     if not p.fresh_id})
+        given = {(p.row.service, p.row.event_id): p.row for job in jobs for p in job.items
+                 if not p.fresh_id}
         try:
             with self.store.transaction() as tx:
-                known = tx.existing_indexes(keys)
+                known = tx.existing_indexes(list(given.values()))
                 batch: dict[tuple[str, str], tuple[bool, EntryRow]] = {}
                 for job in jobs:
                     for p in job.items:

@@ -256,7 +256,7 @@ class Sequencer:
         first_index = self.tree.size
         try:
             with self.store.transaction() as tx:
-                results, rows = self._assign(jobs, tx.existing_indexes(self._unknown_keys(jobs)))
+                results, rows = self._assign(jobs, tx.existing_indexes(self._unknown_rows(jobs)))
                 if rows:
                     tx.append_entries(first_index, rows)
                     self.tree.extend(row.leaf_hash for row in rows)
@@ -280,16 +280,17 @@ class Sequencer:
             except Exception:
                 log.exception("commit listener failed")
 
-    def _unknown_keys(self, jobs: list[_Job]) -> list[tuple[str, str]]:
-        """Producer-given keys not among the rows waiting for the index."""
+    def _unknown_rows(self, jobs: list[_Job]) -> list[EntryRow]:
+        """Rows with producer-given keys not among the rows waiting for the index (one
+        row per key)."""
         waiting = self._unindexed_keys
-        keys = {
-            key: None
+        rows = {
+            key: p.row
             for job in jobs
             for p in job.items or ()
             if not p.fresh_id and (key := (p.row.service, p.row.event_id)) not in waiting
         }
-        return list(keys)
+        return list(rows.values())
 
     def _assign(
         self, jobs: list[_Job], stored: dict[tuple[str, str], int]

@@ -148,8 +148,9 @@ class WriteTransaction(abc.ABC):
     """One atomic write: committed as a whole by the context manager, or not at all."""
 
     @abc.abstractmethod
-    def existing_indexes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """Indexes of indexed events among ``(service, event_id)`` keys.
+    def existing_indexes(self, rows: Sequence[EntryRow]) -> dict[tuple[str, str], int]:
+        """Indexes of indexed events among the ``(service, event_id)`` keys of ``rows``
+        (rows, not bare keys: a row carries the index key its ingest worker made).
 
         Only the index knows keys; the sequencer remembers those of entries it has
         committed but not yet indexed.

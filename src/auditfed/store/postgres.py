@@ -344,16 +344,16 @@ class _PGWrite(WriteTransaction, IndexTransaction):
         self.conn = conn
 
     # --- the interface ---
-    def existing_indexes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        if not keys:
+    def existing_indexes(self, rows: Sequence[EntryRow]) -> dict[tuple[str, str], int]:
+        if not rows:
             return {}
-        rows = self.conn.execute(
+        found = self.conn.execute(
             "SELECT i.service, i.event_id, i.idx FROM event_index AS i"
             " JOIN unnest(%s::text[], %s::text[]) AS k(service, event_id)"
             " ON i.service = k.service AND i.event_id = k.event_id",
-            ([k[0] for k in keys], [k[1] for k in keys]),
+            ([r.service for r in rows], [r.event_id for r in rows]),
         ).fetchall()
-        return {(service, event_id): idx for service, event_id, idx in rows}
+        return {(service, event_id): idx for service, event_id, idx in found}
 
     def append_entries(self, first_index: int, rows: Sequence[EntryRow]) -> None:
         if not rows:

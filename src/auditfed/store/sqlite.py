@@ -263,13 +263,14 @@ class _SQLiteWrite(WriteTransaction):
         #: ``BEGIN IMMEDIATE`` would take the index file's write lock too).
         self.lookup = lookup
 
-    def existing_indexes(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    def existing_indexes(self, rows: Sequence[EntryRow]) -> dict[tuple[str, str], int]:
         # One statement for the whole group: the keys travel as one JSON array and
         # SQLite probes the id index for each, without a round trip per key.
         # JSON text ends a string at U+0000, so such keys are looked up one by one.
         plain, with_nul = [], []
-        for service, event_id in keys:
-            key = (index_key(event_id), service, event_id)
+        for row in rows:
+            service, event_id = row.service, row.event_id
+            key = (_id_key(row), service, event_id)
             (with_nul if "\x00" in service or "\x00" in event_id else plain).append(key)
         rows = self.lookup.execute(_EXISTING_KEYS, (orjson.dumps(plain),)).fetchall() if plain else []
         for key in with_nul:
@@ -305,6 +306,10 @@ def _index_keys(row: EntryRow) -> tuple[int, int | None]:
     if row.id_key is not None:
         return row.id_key, row.trace_key
     return index_key(row.event_id), None if row.trace_id is None else index_key(row.trace_id)
+
+
+def _id_key(row: EntryRow) -> int:
+    return index_key(row.event_id) if row.id_key is None else row.id_key
 
 
 class _SQLiteIndexWrite(IndexTransaction):
