@@ -55,6 +55,24 @@ def test_poll_without_commit_repeats_and_restart_neither_loses_nor_repeats(tmp_p
     c.close()
 
 
+def test_a_batch_keeps_its_name_across_a_restart_until_committed(tmp_path):
+    log, state = tmp_path / "app.log", tmp_path / "state.json"
+    append(log, b"a", b"b")
+    c = Collector([log], state)
+    c.poll()
+    name = c.batch_id(log)
+    assert c.batch_id(log) == name
+    c.close()  # crashed after sending, before committing
+    c = Collector([log], state)
+    assert c.poll() == [(str(log), [b"a", b"b"])]
+    assert c.batch_id(log) == name
+    c.commit()
+    append(log, b"c")
+    c.poll()
+    assert c.batch_id(log) != name  # the next batch
+    c.close()
+
+
 def test_rotation_by_rename_while_running(tmp_path):
     log = tmp_path / "app.log"
     append(log, b"1", b"2")

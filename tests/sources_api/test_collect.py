@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,10 @@ from pathlib import Path
 import orjson
 from sources_api.conftest import events_of
 from support.server import AUDITFED, Server, run_cli
+
+from auditfed.cli.client import Client
+from auditfed.cli.collect import Shipper, with_ids
+from auditfed.sources import Collector
 
 
 def write(path: Path, start: int, count: int, mode: str = "a") -> int:
@@ -119,6 +124,31 @@ def test_follow_rotate_kill_restart(server: Server, admin: str, tmp_path: Path) 
     assert got == Counter(f"line-{i}" for i in range(n)), got
 
 
+def test_a_batch_sent_again_after_a_crash_is_stored_once(server: Server, admin: str, tmp_path: Path) -> None:
+    """The agent dies after the server acknowledged a batch, before it committed the
+    offset: the restarted agent sends the batch again, and it is answered duplicate."""
+    token = server.token("source", service="collect-crash")
+    log, state = tmp_path / "audit.log", tmp_path / "state.json"
+    write(log, 0, 5, "w")
+    client = Client(server.url, token)
+    try:
+        first = Collector([log], state)
+        [(path, records)] = first.poll()
+        shipper = Shipper(client, "ndjson", {}, threading.Event())
+        assert shipper.ship(path, with_ids(records, first.batch_id(path)))
+        first.close()  # killed before commit
+        n = write(log, 5, 2)
+        again = Collector([log], state)
+        [(path, records)] = again.poll()
+        assert shipper.ship(path, with_ids(records, again.batch_id(path)))
+        again.commit()
+        again.close()
+    finally:
+        client.close()
+    assert (shipper.summary["accepted"], shipper.summary["duplicates"]) == (n, 5)
+    assert stored_lines(server, admin, "collect-crash") == Counter(f"line-{i}" for i in range(n))
+
+
 def test_pgaudit_server_log(server: Server, admin: str, tmp_path: Path) -> None:
     token = server.token("source", service="collect-pg")
     log = tmp_path / "postgresql-15-main.log"
@@ -156,4 +186,6 @@ def test_fatal_answers_stop_without_committing(server: Server, tmp_path: Path) -
     result = run_cli("collect", str(log), "--format", "ndjson", "--url", server.url,
                      "--token", "not-a-token", "--state", str(state), "--once")
     assert result.returncode == 1 and "401" in result.stderr
-    assert not state.exists()  # nothing acknowledged, nothing committed
+    with Collector([log], state) as after:  # nothing acknowledged, nothing committed
+        assert after.position(log) is None
+        assert after.poll() == [(str(log), log.read_bytes().splitlines())]

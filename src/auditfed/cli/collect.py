@@ -5,9 +5,11 @@ truncation handled, files known by inode and fingerprint, offsets persisted atom
 in ``--state``). Each poll's new records of a file are sent as one batch to the
 format's endpoint (``/v1/ingest/<format>``, ``/v1/logs`` for OTLP JSON lines,
 ``/v1/events`` for auditfed NDJSON). The file's offset is committed only after the
-server acknowledged the batch, so a crash or restart neither loses nor repeats lines
-(a crash between the answer and the commit re-sends one batch; records with ids, as
-every source format here derives them, are then recognised as duplicates).
+server acknowledged the batch, so a crash or restart neither loses nor repeats lines.
+A crash between the answer and the commit re-sends one batch: the source formats
+derive every record's id from the record, and auditfed NDJSON events without an id
+get one derived from the batch's persisted name (:meth:`Collector.batch_id`), their
+place in it and their bytes, so the server recognises them as duplicates.
 
 What counts as acknowledged: a 200 (records the server rejected one by one are
 reported on stderr and not retried: sending them again cannot help), and a 400/422
@@ -26,6 +28,7 @@ joins PostgreSQL's tab-continued lines to their entry.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import signal
 import threading
 from pathlib import Path
@@ -209,6 +212,25 @@ def register(app: typer.Typer) -> None:
                       f"rejected {summary['rejected']}, skipped {summary['skipped']}")
 
 
+def with_ids(records: list[bytes], batch_id: str) -> list[bytes]:
+    """Give each event without an ``id`` one derived from the batch's name, its place
+    in the batch and its bytes: the same line sent again after a crash gets the same
+    id (and is answered ``duplicate``); a different line never does."""
+    out = []
+    for place, line in enumerate(records):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            out.append(line)  # the server rejects it, naming the line
+            continue
+        if isinstance(event, dict) and "id" not in event:
+            seed = f"{batch_id}:{place}:".encode() + line
+            event["id"] = hashlib.sha256(seed).hexdigest()[:32]
+            line = orjson.dumps(event)
+        out.append(line)
+    return out
+
+
 def run(collector: Collector, shipper: Shipper, stop: threading.Event, *,
         interval: float, once: bool) -> None:
     """Poll, ship, commit; until stopped (or, with ``once``, until caught up)."""
@@ -217,6 +239,8 @@ def run(collector: Collector, shipper: Shipper, stop: threading.Event, *,
         batches = collector.poll()
         shipped_any = False
         for path, records in batches:
+            if shipper.fmt == "ndjson":
+                records = with_ids(records, collector.batch_id(path))
             if not shipper.ship(path, records):
                 return  # stopping: the batch stays uncommitted and is sent next time
             collector.commit([path])

@@ -17,6 +17,11 @@ Behaviour follows what log agents (Fluent Bit ``tail``, Filebeat) do:
 * Offsets are **committed only after a successful send** (:meth:`Collector.commit`) and
   persisted atomically (write, fsync, rename) in the state file, so a restart neither
   loses nor repeats lines. Until then, :meth:`Collector.poll` returns the same lines again.
+* A crash between the server's answer and the commit sends one batch again. For
+  records that carry no id of their own, :meth:`Collector.batch_id` names the batch
+  starting at a committed position, and is persisted before its first use: the
+  batch read again after the crash gets the same name, so ids derived from it repeat
+  and the server answers ``duplicate`` instead of storing the records twice.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -70,23 +76,27 @@ class Collector:
         self.start_at = start_at
         self.continuation = continuation
         self.linger = linger
-        self._committed: dict[str, Position | None] = self._load()
+        self._committed, self._batches = self._load()
         self._pending: dict[str, Position | None] = {}
         self._open: dict[str, tuple[int, int, IO[bytes]]] = {}
 
     # -- state ------------------------------------------------------------------------
 
-    def _load(self) -> dict[str, Position | None]:
+    def _load(self) -> tuple[dict[str, Position | None], dict[str, str]]:
         try:
             raw = orjson.loads(self.state_file.read_bytes())
         except FileNotFoundError:
-            return {}
-        files = raw.get("files", {}) if isinstance(raw, dict) else {}
-        return {p: (Position(**v) if v else None) for p, v in files.items()}
+            return {}, {}
+        raw = raw if isinstance(raw, dict) else {}
+        files = raw.get("files") or {}
+        batches = raw.get("batches") or {}
+        return ({p: (Position(**v) if v else None) for p, v in files.items()},
+                {p: b for p, b in batches.items() if isinstance(b, str)})
 
     def _save(self) -> None:
-        data = {"version": 1, "files": {p: (asdict(v) if v else None)
-                                        for p, v in self._committed.items()}}
+        data = {"version": 1,
+                "files": {p: (asdict(v) if v else None) for p, v in self._committed.items()},
+                "batches": self._batches}
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         with tmp.open("wb") as fh:
@@ -118,6 +128,15 @@ class Collector:
                 out.append((path, records))
         return out
 
+    def batch_id(self, path: str | os.PathLike[str]) -> str:
+        """A random name for the batch starting at ``path``'s committed position,
+        persisted before it is returned; the same until that position moves."""
+        key = str(Path(path).absolute())
+        if key not in self._batches:
+            self._batches[key] = secrets.token_hex(16)
+            self._save()
+        return self._batches[key]
+
     def commit(self, paths: Iterable[str] | None = None) -> None:
         """Persist the positions reached by the last :meth:`poll` (after a good send).
 
@@ -128,6 +147,7 @@ class Collector:
         for path in chosen:
             if path in self._pending:
                 self._committed[path] = self._pending.pop(path)
+                self._batches.pop(path, None)
                 moved = True
         if moved:
             self._save()

@@ -557,7 +557,9 @@ class SQLiteStore(Store):
                 with self._side_transaction() as conn:
                     conn.execute("DELETE FROM events WHERE idx >= ? AND idx < ?", (start, stop))
                 index_conn.execute("BEGIN IMMEDIATE")
-                index_conn.execute("DELETE FROM event_index WHERE idx >= ? AND idx < ?", (start, stop))
+                # Below ``stop``, not from ``start``: also index rows an earlier prune
+                # cut short left behind.
+                index_conn.execute("DELETE FROM event_index WHERE idx < ?", (stop,))
                 index_conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite retention failed: {exc}") from exc
