@@ -173,13 +173,11 @@ def _check_chunk(rows: list[tuple[int, bytes]], task: _Task, tiles: TileReader |
     """Hash a chunk's leaves, compare them with the stored level-0 tiles, and hash
     whole tiles up to their roots: nearly all the work, done where the rows are
     read, so that one hash per tile travels on instead of 256."""
-    start, stop, cuts, removed = task
+    start, stop, cuts, _ = task
     # Leaves below ``kept`` lost their entries to retention: their stored leaf hashes
-    # stand in (the tree above them and the signed roots still check them). Entries
-    # a prune cut short left in place there are not read.
-    kept = min(stop, max(start, removed))
-    if kept > start:
-        rows = [row for row in rows if row[0] >= kept]
+    # stand in (the tree above them and the signed roots still check them). ``rows``
+    # start at ``kept``: entries a prune cut short left below it are not read.
+    kept = _first_kept(task)
     present = _run_length(rows, kept)
     stored = tiles.read_tiles(_level0_keys(start, kept + present)) if tiles is not None else {}
     leaves, lost = _removed_leaves(stored, start, kept)
@@ -202,6 +200,12 @@ def _check_chunk(rows: list[tuple[int, bytes]], task: _Task, tiles: TileReader |
                                        "is not stored either"))
     missing = kept + present
     return _Checked(pieces, None if missing == stop else (missing, f"entry {missing} is missing"))
+
+
+def _first_kept(task: _Task) -> int:
+    """The first leaf of the task whose entry retention did not remove."""
+    start, stop, _, removed = task
+    return min(stop, max(start, removed))
 
 
 def _removed_leaves(stored: dict[tuple[int, int], bytes], start: int, stop: int) -> tuple[bytes, int | None]:
@@ -233,8 +237,7 @@ def _level0_keys(start: int, stop: int) -> list[tuple[int, int]]:
 def _checked_here(log: VerifiableLog, tasks: Iterator[_Task]) -> Iterator[_Checked]:
     """Chunks checked in this process, reading entries through ``log`` (e.g. a remote API)."""
     for task in tasks:
-        start, stop, _, removed = task
-        yield _check_chunk(list(log.entries(max(start, removed), stop)), task, log.tile_reader)
+        yield _check_chunk(list(log.entries(_first_kept(task), task[1])), task, log.tile_reader)
 
 
 # For a local store, chunks are checked in worker processes (each with its own
@@ -248,8 +251,7 @@ def _check_stored_chunk(store_url: str, task: _Task) -> _Checked:
     store = _worker_stores.get(store_url)
     if store is None:
         store = _worker_stores[store_url] = open_store(store_url)
-    start, stop, _, _ = task
-    return _check_chunk(store.entries(start, stop), task, store)
+    return _check_chunk(store.entries(_first_kept(task), task[1]), task, store)
 
 
 def _checked_in_workers(store_url: str, tasks: Iterator[_Task]) -> Iterator[_Checked]:

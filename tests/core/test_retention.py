@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def cli(server: Server, *args: str) -> dict:
 
 
 @pytest.fixture
-def running(tmp_path: Path, store: str | None) -> Server:
+def running(tmp_path: Path, store: str | None) -> Iterator[Server]:
     server = Server(tmp_path / "data", store=small_partitions(store)).start()
     ingest(server, 0, EVENTS)
     yield server

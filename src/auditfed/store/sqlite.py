@@ -270,7 +270,7 @@ class _SQLiteWrite(WriteTransaction):
         plain, with_nul = [], []
         for row in rows:
             service, event_id = row.service, row.event_id
-            key = (_id_key(row), service, event_id)
+            key = (_index_keys(row)[0], service, event_id)
             (with_nul if "\x00" in service or "\x00" in event_id else plain).append(key)
         rows = self.lookup.execute(_EXISTING_KEYS, (orjson.dumps(plain),)).fetchall() if plain else []
         for key in with_nul:
@@ -307,9 +307,6 @@ def _index_keys(row: EntryRow) -> tuple[int, int | None]:
         return row.id_key, row.trace_key
     return index_key(row.event_id), None if row.trace_id is None else index_key(row.trace_id)
 
-
-def _id_key(row: EntryRow) -> int:
-    return index_key(row.event_id) if row.id_key is None else row.id_key
 
 
 class _SQLiteIndexWrite(IndexTransaction):
