@@ -13,8 +13,10 @@ values), so this module maps each resulting value type to a test:
 * strings compare case-insensitively unless ``cased`` (or the value is Base64,
   which is case-sensitive by nature); ``*``/``?`` wildcards become
   ``startswith``/``endswith``/``in`` or an anchored regex;
-* ``re`` is a Python regex searched anywhere in the value, case-sensitive unless
-  ``|i``; ``|m``/``|s`` set MULTILINE/DOTALL;
+* ``re`` is a regex searched anywhere in the value, case-sensitive unless ``|i``;
+  ``|m``/``|s`` set MULTILINE/DOTALL. Event values are the producers', so regexes and
+  wildcards run on RE2 (:mod:`auditfed.safe_regex`, linear time); a regex RE2 cannot
+  run (backreferences, lookaround) makes the rule a load error;
 * ``null`` matches an absent field or JSON null, ``''`` only the empty string;
 * a list value in the event matches if any element matches;
 * ``keywords`` (values without a field) search every scalar of the record.
@@ -32,7 +34,6 @@ per event for all rules, tests a value once and remembers the outcome.
 from __future__ import annotations
 
 import ipaddress
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ from sigma.types import (
 
 from auditfed.detect.errors import UnsupportedConstruct
 from auditfed.detect.fields import MISSING, Getter, compile_path, string_leaves, text_of
+from auditfed.safe_regex import RegexRefused, compile_regex, escape
 
 __all__ = [
     "AllOf",
@@ -95,11 +97,6 @@ RefTest = Callable[[Any, dict[str, Any]], bool]
 
 _WILD = SpecialChars.WILDCARD_MULTI
 _ONE = SpecialChars.WILDCARD_SINGLE
-_RE_FLAGS = {
-    SigmaRegularExpressionFlag.IGNORECASE: re.IGNORECASE,
-    SigmaRegularExpressionFlag.MULTILINE: re.MULTILINE,
-    SigmaRegularExpressionFlag.DOTALL: re.DOTALL,
-}
 _CASED_MODIFIERS = (SigmaBase64Modifier, SigmaBase64OffsetModifier)
 
 
@@ -330,9 +327,8 @@ def _string_scalar(value: SigmaString, cased: bool) -> tuple[Scalar, str | None,
 
             return endswith, None, 1
 
-    pattern = "".join(re.escape(p) if isinstance(p, str) else (".*" if p is _WILD else ".") for p in parts)
-    rx = re.compile(pattern, re.DOTALL | (0 if cased else re.IGNORECASE))
-    full = rx.fullmatch
+    pattern = "".join(escape(p) if isinstance(p, str) else (".*" if p is _WILD else ".") for p in parts)
+    full = compile_regex(pattern, dot_all=True, ignore_case=not cased).fullmatch
 
     def wildcard(v: Any) -> bool:
         t = v if type(v) is str else text_of(v)
@@ -374,13 +370,16 @@ def _bool_scalar(value: SigmaBool) -> Scalar:
 
 
 def _regex_scalar(value: SigmaRegularExpression) -> Scalar:
-    flags = 0
-    for flag in value.flags:
-        flags |= _RE_FLAGS[flag]
+    flags = value.flags
     try:
-        rx = re.compile(value.regexp.to_plain(), flags)
-    except re.error as exc:
-        raise UnsupportedConstruct("re", f"invalid regular expression: {exc}") from None
+        rx = compile_regex(
+            value.regexp.to_plain(),
+            ignore_case=SigmaRegularExpressionFlag.IGNORECASE in flags,
+            multiline=SigmaRegularExpressionFlag.MULTILINE in flags,
+            dot_all=SigmaRegularExpressionFlag.DOTALL in flags,
+        )
+    except RegexRefused as exc:
+        raise UnsupportedConstruct("re", exc.detail) from None
     search = rx.search
 
     def match(v: Any) -> bool:

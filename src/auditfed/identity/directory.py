@@ -29,7 +29,9 @@ names with ``file = "principals.toml"``)::
 
 Patterns: ``*`` matches a run of characters without ``/``, ``**`` any run,
 ``{name}`` captures a (shortest) run without ``/`` and ``{name:REGEX}`` captures ``REGEX``
-(braces not allowed inside). Templates substitute ``{name}``. Exact links win over
+(braces not allowed inside; RE2 syntax). Templates substitute ``{name}``. Actor ids
+and principals are the producers' and the auditors', so patterns and inverted
+templates run on RE2 (:mod:`auditfed.safe_regex`, linear time, no backtracking). Exact links win over
 rules; rules apply in order, first match wins.
 
 Resolution is a dictionary lookup after the first call for a given alias (bounded
@@ -52,6 +54,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from auditfed.errors import ConfigError
+from auditfed.safe_regex import Regex, RegexRefused, compile_regex, escape
 
 __all__ = [
     "SOURCE_KIND_SYSTEMS",
@@ -104,7 +107,7 @@ class Pattern:
         for m in _TOKEN.finditer(text):
             if m.start() > pos:
                 lit = text[pos : m.start()]
-                parts.append(re.escape(lit))
+                parts.append(escape(lit))
                 self._parts.append(("lit", lit))
             tok = m.group(0)
             if tok == "**":
@@ -119,19 +122,15 @@ class Pattern:
                 name, rx = pm.group(1), pm.group(2) or "[^/]+?"
                 if name in names:
                     raise ConfigError(f"pattern {text!r} captures {name!r} twice")
-                try:
-                    re.compile(rx)
-                except re.error as exc:
-                    raise ConfigError(f"pattern {text!r}: bad regex for {name!r}: {exc}") from None
                 names.append(name)
                 parts.append(f"(?P<{name}>{rx})")
                 self._parts.append(("cap", name))
             pos = m.end()
         if pos < len(text):
-            parts.append(re.escape(text[pos:]))
+            parts.append(escape(text[pos:]))
             self._parts.append(("lit", text[pos:]))
         self.names = tuple(names)
-        self.regex = re.compile("".join(parts), re.DOTALL)
+        self.regex = _compile(f"pattern {text!r}", "".join(parts), ignore_case=False)
 
     def match(self, value: str) -> dict[str, str] | None:
         m = self.regex.fullmatch(value)
@@ -169,14 +168,21 @@ def _template_names(template: str) -> set[str]:
     return {m.group(1) for m in _PLACEHOLDER.finditer(template)}
 
 
-def _invert_template(template: str) -> re.Pattern[str]:
+def _invert_template(template: str) -> Regex:
     parts, pos = [], 0
     for m in _PLACEHOLDER.finditer(template):
-        parts.append(re.escape(template[pos : m.start()]))
+        parts.append(escape(template[pos : m.start()]))
         parts.append(f"(?P<{m.group(1)}>.+?)")
         pos = m.end()
-    parts.append(re.escape(template[pos:]))
-    return re.compile("".join(parts), re.DOTALL | re.IGNORECASE)
+    parts.append(escape(template[pos:]))
+    return _compile(f"principal template {template!r}", "".join(parts), ignore_case=True)
+
+
+def _compile(what: str, pattern: str, *, ignore_case: bool) -> Regex:
+    try:
+        return compile_regex(pattern, dot_all=True, ignore_case=ignore_case)
+    except RegexRefused as exc:
+        raise ConfigError(f"directory rule {what}: {exc.detail}") from None
 
 
 class DirectoryRule(BaseModel):
@@ -221,7 +227,7 @@ class _CompiledRule:
     pattern: Pattern
     principal: str
     lower: bool
-    inverse: re.Pattern[str]
+    inverse: Regex
 
 
 def system_for_source(kind: str, service: str | None = None, overrides: Mapping[str, str] | None = None) -> str:

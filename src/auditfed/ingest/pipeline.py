@@ -86,7 +86,8 @@ def _decode_source(request: IngestRequest, body: bytes) -> Decoded:
         body = inflate(body, "gzip", request.max_body_bytes)  # a .json.gz file (CloudTrail)
         if media_type(content_type) in GZIP_TYPES:
             content_type = None
-    return decode(request.format, body, content_type, request.headers, options=request.options)
+    return decode(request.format, body, content_type, request.headers, options=request.options,
+                  max_records=request.max_events)
 
 
 def bind_normalised_service(items: list[Any], caller: Caller) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from auditfed.errors import InvalidInput
 from auditfed.sources import cloudevents, cloudtrail, github, k8s, okta, otlp, pgaudit
-from auditfed.sources.base import Decoded, RecordError, UnsupportedContentType
+from auditfed.sources.base import MAX_RECORDS, Decoded, RecordError, UnsupportedContentType
 from auditfed.sources.collector import Collector
 from auditfed.sources.ocsf import to_ocsf
 from auditfed.sources.redaction import Redactor, Rule
@@ -54,13 +54,15 @@ def decode(
     headers: Mapping[str, str],
     *,
     options: Mapping[str, Any] | None = None,
+    max_records: int | None = None,
 ) -> Decoded:
     """Decode one request body of ``format`` into per-record events or errors.
 
     ``headers`` are the request headers (any case; CloudEvents binary mode reads
     ``ce-*``). ``options`` carries per-source settings: ``log_line_prefix`` /
     ``prefix_regex`` / ``skip_non_audit`` (pgaudit; also as ``X-Pgaudit-*`` headers),
-    ``cluster`` (k8s-audit), ``service`` (a default ``source.service``).
+    ``cluster`` (k8s-audit), ``service`` (a default ``source.service``). Decoding stops
+    with :class:`~auditfed.errors.PayloadTooLarge` after ``max_records`` records.
 
     Raises :class:`InvalidInput` when the body cannot be read at all
     (:class:`UnsupportedContentType`, a 415, for a media type the format does not take);
@@ -73,7 +75,11 @@ def decode(
             f"unknown source format {format!r}; known: {', '.join(FORMATS)}"
         )
     lowered = {k.lower(): v for k, v in headers.items()}
-    return decoder(body, content_type, lowered, options)
+    token = MAX_RECORDS.set(max_records)
+    try:
+        return decoder(body, content_type, lowered, options)
+    finally:
+        MAX_RECORDS.reset(token)
 
 
 __all__ = [

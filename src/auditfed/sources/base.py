@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from auditfed.errors import InvalidInput
+from auditfed.errors import InvalidInput, PayloadTooLarge
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,12 @@ class RecordError:
 
 Item = dict[str, Any] | RecordError
 
+#: Records one request may hold (``max_events_per_request``), set by
+#: :func:`auditfed.sources.decode` around the decoder it calls: a body of millions of tiny
+#: bad records then stops at the limit with a 413 instead of costing a worker minutes
+#: and gigabytes of error records that would be refused anyway.
+MAX_RECORDS: ContextVar[int | None] = ContextVar("max_records", default=None)
+
 
 @dataclass(slots=True)
 class Decoded:
@@ -55,6 +62,8 @@ class Decoded:
     skipped: int = 0
     #: For OTLP: ``True`` when the request used the JSON encoding (answer in kind).
     otlp_json: bool = False
+    #: At most this many items (see :data:`MAX_RECORDS`); ``None``: no limit.
+    limit: int | None = field(default_factory=MAX_RECORDS.get, repr=False, compare=False)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -71,6 +80,11 @@ class Decoded:
         return Decoded(self.format, items, self.positions, self.skipped, self.otlp_json)
 
     def add(self, position: int, item: Item) -> None:
+        if self.limit is not None and len(self.items) >= self.limit:
+            raise PayloadTooLarge(
+                f"more than {self.limit} records in one request; the limit is {self.limit} "
+                "(max_events_per_request): send them in smaller requests"
+            )
         self.items.append(item)
         self.positions.append(position)
 

@@ -11,7 +11,10 @@ Two line shapes are read, mixed freely:
 * stderr format: ``<log_line_prefix><SEVERITY>:  <message>``. The prefix is given as
   the server's ``log_line_prefix`` (default: Debian's ``%m [%p] %q%u@%d ``) and compiled
   to a pattern, or as a regular expression with named groups (``user``, ``database``,
-  ``timestamp``, ``pid``, ``session``, ``remote_host``, ``application``). The server
+  ``timestamp``, ``pid``, ``session``, ``remote_host``, ``application``). Both run on
+  RE2 (:mod:`auditfed.safe_regex`): the time to read a line is linear in its length
+  whatever the request's pattern, and a regex RE2 cannot run (backreferences,
+  lookaround) is refused with a 400 naming the parameter. The server
   writes a multi-line message with a tab after each newline; a statement continues
   until its CSV quotes balance, so quoted newlines without tabs (psql's echo of
   NOTICEs) are read too.
@@ -33,7 +36,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -41,6 +45,7 @@ from typing import Any
 import orjson
 
 from auditfed.errors import InvalidInput
+from auditfed.safe_regex import REQUEST_MAX_MEM, Regex, RegexRefused, compile_regex
 from auditfed.sources.base import Decoded, RecordProblem, action_part, emit, prune, text
 
 KIND = "pgaudit"
@@ -78,7 +83,7 @@ _ESCAPES: dict[str, tuple[str | None, str]] = {
 
 
 @lru_cache(maxsize=64)
-def compile_prefix(prefix: str) -> re.Pattern[str]:
+def compile_prefix(prefix: str) -> Regex:
     """Compile a ``log_line_prefix`` into a regex for ``<prefix><SEVERITY>:  <message>``.
 
     ``%q`` makes the rest of the prefix optional (non-session processes stop there);
@@ -121,38 +126,51 @@ def compile_prefix(prefix: str) -> re.Pattern[str]:
             out.append(re.escape("%" + esc))
     if optional_from is not None:
         out = [*out[:optional_from], "(?:", *out[optional_from:], ")?"]
-    return re.compile("^" + "".join(out) + rf"(?P<severity>{SEVERITIES}):  (?P<message>.*)$")
+    return _line_regex("".join(out))
+
+
+def _line_regex(prefix: str) -> Regex:
+    # both prefix forms come with the request, so both run on RE2 with a request's budget
+    return compile_regex(f"^(?:{prefix})(?P<severity>{SEVERITIES}):  (?P<message>.*)$", max_mem=REQUEST_MAX_MEM)
 
 
 @dataclass(frozen=True, slots=True)
 class PrefixPattern:
     """How to read a stderr log line: a ``log_line_prefix`` or a ready regex."""
 
-    regex: re.Pattern[str]
+    regex: Regex
 
     @classmethod
     def from_log_line_prefix(cls, prefix: str) -> PrefixPattern:
         return cls(compile_prefix(prefix))
 
     @classmethod
-    def from_regex(cls, pattern: str | re.Pattern[str]) -> PrefixPattern:
-        """A regex for the prefix only (named groups as in the module docstring)."""
-        raw = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
-        raw = raw.removeprefix("^")
-        return cls(re.compile(f"^(?:{raw})(?P<severity>{SEVERITIES}):  (?P<message>.*)$"))
+    def from_regex(cls, pattern: str) -> PrefixPattern:
+        """A regex (RE2 syntax) for the prefix only (named groups as in the module docstring)."""
+        return cls(_line_regex(pattern.removeprefix("^")))
 
 
 def pattern_from(options: Mapping[str, Any], headers: Mapping[str, str]) -> PrefixPattern:
     regex = options.get("prefix_regex") or headers.get("x-pgaudit-prefix-regex")
     if regex:
-        try:
+        with _naming("prefix_regex", "X-Pgaudit-Prefix-Regex"):
             return PrefixPattern.from_regex(regex)
-        except re.error as exc:
-            raise InvalidInput(f"invalid pgaudit prefix regex: {exc}") from None
     prefix = options.get("log_line_prefix")
     if prefix is None:
         prefix = headers.get("x-pgaudit-log-line-prefix", DEFAULT_PREFIX)
-    return PrefixPattern.from_log_line_prefix(prefix)
+    with _naming("log_line_prefix", "X-Pgaudit-Log-Line-Prefix"):
+        return PrefixPattern.from_log_line_prefix(prefix)
+
+
+@contextmanager
+def _naming(parameter: str, header: str) -> Iterator[None]:
+    """A refused pattern names the request parameter it came from."""
+    try:
+        yield
+    except RegexRefused as exc:
+        raise RegexRefused(
+            f"pgaudit {parameter} (query parameter, or header {header}): {exc.detail}", parameter=parameter
+        ) from None
 
 
 def decode(
@@ -195,7 +213,7 @@ def decode(
             decoded.error(
                 start,
                 f"line {start + 1} is not a PostgreSQL log line for the configured "
-                f"log_line_prefix (pattern {pattern.regex.pattern!r}): {line[:120]!r}",
+                f"log_line_prefix (pattern {pattern.regex.pattern[:200]!r}): {line[:120]!r}",
             )
             continue
         message = match.group("message")
@@ -213,8 +231,9 @@ def decode(
             else:
                 break
             raw.append(nxt)
-            if is_audit:
-                open_quote = _quote_open("\n".join(parts))
+            if is_audit and _quote_open(parts[-1]):
+                # parity per line, not of the whole entry so far: linear in the entry's length
+                open_quote = not open_quote
             i += 1
         if not is_audit:
             if skip:

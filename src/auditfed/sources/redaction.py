@@ -3,7 +3,8 @@
 Rules are addressed by JSON path (a subset of RFC 9535 JSONPath): ``$`` the event,
 ``.name`` or ``['name']`` a member, ``*`` / ``[*]`` every member or element, ``..``
 recursive descent (any depth), and ``~regex`` / ``[~'regex']`` a member whose name fully
-matches the regex (case-insensitive). A rule may carry a ``when`` condition: a map of
+matches the regex (case-insensitive; RE2 syntax, see :mod:`auditfed.safe_regex`: member
+names are the producers', so the regex must not backtrack). A rule may carry a ``when`` condition: a map of
 path -> required value (``{"$.original.objectRef.resource": "secrets"}``).
 
 Actions: ``drop`` removes the value; ``mask`` replaces it with ``"[redacted]"``;
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 from auditfed.errors import ConfigError
 from auditfed.event import canonical_bytes
+from auditfed.safe_regex import Regex, RegexRefused, compile_regex
 
 Action = Literal["drop", "hash", "mask"]
 MASK = "[redacted]"
@@ -44,7 +46,7 @@ HASH_PREFIX = "[redacted:hmac-sha256:"
 class _Seg:
     kind: Literal["key", "any", "deep", "regex"]
     value: str = ""
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
 
 
 _TOKEN = re.compile(
@@ -80,11 +82,11 @@ def parse_path(path: str) -> tuple[_Seg, ...]:
                 if tok == "..":
                     continue  # `..[...]`
                 raise ConfigError(f"empty member name in redaction path {path!r}")
-            segs.append(_name_seg(name))
+            segs.append(_name_seg(path, name))
         elif m.group(1) is not None or m.group(2) is not None:
             segs.append(_Seg("key", m.group(1) if m.group(1) is not None else m.group(2)))
         elif m.group(3) is not None:
-            segs.append(_Seg("regex", m.group(3), re.compile(m.group(3), re.IGNORECASE)))
+            segs.append(_regex_seg(path, m.group(3)))
         elif m.group(4) is not None:
             segs.append(_Seg("key", m.group(4)))
         else:
@@ -92,12 +94,19 @@ def parse_path(path: str) -> tuple[_Seg, ...]:
     return tuple(segs)
 
 
-def _name_seg(name: str) -> _Seg:
+def _name_seg(path: str, name: str) -> _Seg:
     if name == "*":
         return _Seg("any")
     if name.startswith("~"):
-        return _Seg("regex", name[1:], re.compile(name[1:], re.IGNORECASE))
+        return _regex_seg(path, name[1:])
     return _Seg("key", name)
+
+
+def _regex_seg(path: str, pattern: str) -> _Seg:
+    try:
+        return _Seg("regex", pattern, compile_regex(pattern, ignore_case=True))
+    except RegexRefused as exc:
+        raise ConfigError(f"redaction path {path!r}: {exc.detail}") from None
 
 
 # --- rules ---------------------------------------------------------------------------
