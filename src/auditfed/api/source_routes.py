@@ -34,7 +34,9 @@ inflated too. Decoder options come as headers (``X-Pgaudit-Log-Line-Prefix``,
 ``X-Pgaudit-Prefix-Regex``, ``X-Pgaudit-Skip-Non-Audit``, ``X-Auditfed-K8s-Cluster``) or
 as query parameters (``log_line_prefix``, ``prefix_regex``, ``skip_non_audit``,
 ``cluster``; these win), e.g. ``?log_line_prefix=%25m%20%5B%25p%5D%20`` for a prefix
-with the trailing space a header value cannot hold.
+with the trailing space a header value cannot hold. Both prefix forms run on RE2
+(linear time); a ``prefix_regex`` RE2 cannot run (backreferences, lookaround) is a 400
+naming the parameter.
 
 **Source binding.** The caller's token is the authority on ``source`` (as for
 ``/v1/events``), but a normaliser's service name is not a producer's claim:

@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
         start_at: Annotated[str, typer.Option(help="beginning|end: where to start in a new file")] = "beginning",
         once: Annotated[bool, typer.Option("--once", help="ship what is there, then exit")] = False,
         log_line_prefix: Annotated[str | None, typer.Option(help="pgaudit: the server's log_line_prefix")] = None,
-        prefix_regex: Annotated[str | None, typer.Option(help="pgaudit: the prefix as a regex")] = None,
+        prefix_regex: Annotated[str | None, typer.Option(help="pgaudit: the prefix as a regex (RE2 syntax)")] = None,
         cluster: Annotated[str | None, typer.Option(help="k8s-audit: the cluster's name")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     ) -> None:
