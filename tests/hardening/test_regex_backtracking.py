@@ -140,6 +140,12 @@ def test_decoder_limit_applies_to_every_format() -> None:
         decode("cloudtrail", orjson.dumps({"Records": [1] * 11}), "application/json", {}, max_records=10)
     assert len(decode("cloudtrail", orjson.dumps({"Records": [1] * 10}), "application/json", {},
                       max_records=10).items) == 10
+    # bodies that are not one JSON text are split record by record: the limit holds there too
+    for broken in (b"[" + b"1," * 500_000 + b"{", b"{}\n" + b"x\n" * 500_000):
+        start = time.monotonic()
+        with pytest.raises(PayloadTooLarge):
+            decode("cloudtrail", broken, "application/json", {}, max_records=10)
+        assert time.monotonic() - start < BOUND_S
 
 
 def test_unclosed_quote_continuation_is_linear() -> None:

@@ -80,16 +80,21 @@ class Decoded:
         return Decoded(self.format, items, self.positions, self.skipped, self.otlp_json)
 
     def add(self, position: int, item: Item) -> None:
-        if self.limit is not None and len(self.items) >= self.limit:
-            raise PayloadTooLarge(
-                f"more than {self.limit} records in one request; the limit is {self.limit} "
-                "(max_events_per_request): send them in smaller requests"
-            )
+        check_record_count(len(self.items) + 1, self.limit)
         self.items.append(item)
         self.positions.append(position)
 
     def error(self, position: int, message: str) -> None:
         self.add(position, RecordError(position, message))
+
+
+def check_record_count(count: int, limit: int | None) -> None:
+    """Refuse (413) a request body once it holds more than ``limit`` records."""
+    if limit is not None and count > limit:
+        raise PayloadTooLarge(
+            f"more than {limit} records in one request; the limit is {limit} "
+            "(max_events_per_request): send them in smaller requests"
+        )
 
 
 class UnsupportedContentType(InvalidInput):
@@ -153,10 +158,12 @@ def _salvage(text: bytes, what: str, wrapper_key: str | None, exc: Exception) ->
     head = [line.strip() for line in text.split(b"\n", 4)[:4]]
     looks_ndjson = len(head) > 1 and any(_parses(line) for line in head if line)
     start = None if looks_ndjson else _array_start(text, wrapper_key)
+    limit = MAX_RECORDS.get()
     if start is not None:
         out: list[Parsed] = []
         position = 0
         for offset, chunk in split_json_array(text, start):
+            check_record_count(position + 1, limit)
             try:
                 out.append((position, orjson.loads(chunk)))
                 position += 1
@@ -184,6 +191,7 @@ def _salvage(text: bytes, what: str, wrapper_key: str | None, exc: Exception) ->
             line = line.strip()
             if not line:
                 continue
+            check_record_count(len(out) + 1, limit)
             try:
                 out.append((position, orjson.loads(line)))
                 good += 1
