@@ -172,8 +172,9 @@ class Webhook:
 
     ``url`` (http/https), ``secret`` (HMAC key, ``whsec_<base64>`` or used as it is;
     or ``secret_env``, the name of an environment variable holding it), ``name``
-    (stable id in the outbox; default the URL), ``timeout`` seconds per attempt, ``backoff_initial``/``backoff_max``
-    seconds between attempts (doubling, with jitter), ``max_attempts`` (then the
+    (stable id in the outbox; default the URL, then shown as :attr:`label`),
+    ``timeout`` seconds per attempt, ``backoff_initial``/``backoff_max`` seconds
+    between attempts (doubling, with jitter), ``max_attempts`` (then the
     delivery is given up: it stays in the outbox, never due again, and the alert
     itself stays in the alert store; ``0`` retries for ever), ``min_level`` (only
     alerts of that level or above), ``headers`` (extra request headers),
