@@ -347,7 +347,8 @@ class Redactor:
     @staticmethod
     def _pick(rules: tuple[Rule, ...], value: Any) -> Rule | None:
         for rule in rules:
-            if value is None or (rule.scalars_only and isinstance(value, dict | list)):
+            if value is None or (rule.scalars_only and isinstance(value, dict | list)
+                                 and not _scalar_list(value)):
                 continue
             return rule
         return None
@@ -377,6 +378,8 @@ class Redactor:
                     result = result if result is not None else dict(node)
                     if rule.action == "drop":
                         del result[key]
+                    elif isinstance(value, list):  # scalars (OTLP's header arrays)
+                        result[key] = [v if v is None else self._replace(v, rule) for v in value]
                     else:
                         result[key] = self._replace(value, rule)
                 elif value and isinstance(value, _CONTAINERS):
@@ -497,6 +500,10 @@ def _name_value_pair(node: dict[str, Any]) -> tuple[str, str] | None:
         elif lowered == "value":
             value_member = member
     return None if name is None or value_member is None else (name, value_member)
+
+
+def _scalar_list(value: Any) -> bool:
+    return isinstance(value, list) and not any(isinstance(v, dict | list) for v in value)
 
 
 def _hashable(value: Any) -> Any:

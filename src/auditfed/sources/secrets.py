@@ -97,11 +97,11 @@ DETECTORS: tuple[Detector, ...] = (
                          r"(?P<s>[Ee]'(?:[^'\\]|\\.|'')*(?:'|$)|'(?:[^']|'')*(?:'|$)"
                          r"|\$[A-Za-z_]*\$[^$]*(?:\$[A-Za-z_]*\$|$))",
              rf"(?i:password|identified{_W}+by)(?:{_W}|/\*[^*]*\*/|=|\()*(?:[Ee]?'|\$)"),
-    Detector("url-password", r"(?i:\b[a-z][a-z0-9+.-]*://)[^/\s:@\"'<>]*:(?P<s>[^/\s@\"'<>]+)@"),
+    Detector("url-password", r"(?i:\b[a-z][a-z0-9+.-]*://)[^/\s:@\[\"'<>]*:(?P<s>[^/\s@\"'<>]+)@"),
     Detector("url-secret", r"(?i:[?&;#](?:" + _QUERY_NAMES + r")=)(?P<s>[^&#\s\"'<>]+)",
              r"(?i:[?&;#](?:" + _QUERY_NAMES + r")=)"),
     Detector("authorization", r"(?i:\b(?:proxy-)?authorization)" + _SEP
-                              + r"(?P<s>(?:[A-Za-z0-9-]+ +)?[^\s,;\"'<>]+)",
+                              + r"(?P<s>(?:[A-Za-z0-9-]+\s+)?[^\s,;\"'<>]+)",
              r"(?i:authorization)" + _SEP_JSON),
     Detector("cookie", r"(?i:\b(?:set-)?cookie)" + _SEP + r"(?P<s>[^\r\n\"']+)", r"(?i:cookie)" + _SEP_JSON),
     Detector("bearer-token", r"(?i:\bbearer\s+)(?P<s>[A-Za-z0-9._~+/-]{16,}=*)",
