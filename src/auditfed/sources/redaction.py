@@ -14,10 +14,18 @@ salt. Strings are hashed as their UTF-8 bytes, other values as their RFC 8785 by
 
 Defaults (:data:`DEFAULT_RULES`): Kubernetes Secret ``data`` / ``stringData`` (and the
 ``last-applied-configuration`` annotation) in request and response objects of events on
-``secrets``; ``Authorization`` and ``Proxy-Authorization`` headers and ``Cookie``
-anywhere; scalar values under password-like keys (password, passwd, secret, token,
-api_key, private_key, client_secret, session_token, ... — matched on the key's last
-word, case-insensitive, so ``secretId`` or ``token_id`` names are kept).
+``secrets``, and every operation's ``value`` of a JSON patch (RFC 6902) of a Secret;
+``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie`` and ``X-Api-Key``
+anywhere; scalar values (and arrays of scalars) under password-like keys (password,
+secret, token, jwt, api_key, private_key, client_secret, session_token, ... — see
+:func:`is_secret_key`: ``password_hash``, ``private_key_pem`` or ``secretValue`` are
+secret, ``secretId``, ``token_id``, ``passwordLastUsed`` or ``password_policy`` only
+name or describe one and are kept). A member name also selects the ``value`` of a
+name/value pair: ``{"key": "password", "value": ...}`` (OTLP) or
+``{"name": "Authorization", "value": ...}`` (header lists), in any casing.
+
+Secrets inside text (a JWT in a message, ``PASSWORD '...'`` in SQL, URL credentials)
+are found by value, whatever the rules, in :mod:`auditfed.sources.secrets`.
 """
 
 from __future__ import annotations
