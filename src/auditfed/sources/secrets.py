@@ -5,8 +5,9 @@ member name; this module catches the ones that hide inside text: a JWT in a log 
 ``ALTER ROLE app PASSWORD '...'`` in a pgaudit statement or an OTLP ``db.statement``,
 ``https://user:pass@host`` or ``?access_token=...`` in a URL, a PEM private key, an AWS,
 GitHub, Slack, Stripe, Google... token anywhere. Only the secret part of a match is
-replaced (``PASSWORD '[REDACTED:password]'``), so the statement or URL stays readable
-and an auditor sees that something was there and what kind it was.
+replaced (``PASSWORD [REDACTED:password]``, ``https://bob:[REDACTED:url-password]@host``),
+so the statement or URL stays readable and an auditor sees that something was there and
+what kind it was.
 
 The token shapes follow Yelp's ``detect-secrets`` plugins (Apache-2.0; aws, github_token,
 slack, stripe, jwt, private_key, gitlab_token, openai, sendgrid, npm, pypi_token,
@@ -17,9 +18,9 @@ and costs milliseconds per line; redaction runs on every ingested event.
 
 Every pattern here runs on RE2 (linear time, no backtracking, whatever the input), all
 of them compiled into one alternation, so a string is scanned once. The common case
-costs one scan of the event's JSON bytes by :data:`_TRIGGER`, a superset of every
-detector (its literal anchors, which JSON escaping cannot split); only an event that
-holds a trigger has its strings scanned one by one.
+costs one scan of the event's canonical JSON bytes (made anyway, for the leaf) by
+:data:`_TRIGGER`, a superset of every detector written to survive JSON escaping; only
+an event that holds a trigger has its strings scanned one by one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ MARKER = "[REDACTED:{}]"
 
 
 class Detector(NamedTuple):
-    """One secret shape: its kind and a regex; its ``(?P<s>...)`` group, if any, is the secret part.
+    r"""One secret shape: its kind and a regex; its ``(?P<s>...)`` group, if any, is the secret part.
 
     ``trigger``: what the regex needs, written for the event's JSON bytes, where a quote
     is ``\"``, a newline ``\n``, and a word boundary may fall inside an escape. Without
@@ -127,11 +128,16 @@ _PATTERN, _GROUPS = _combined(DETECTORS)
 # The same without capture groups: RE2 answers "is there a match" from its DFA, much
 # faster than a search that must report groups.
 _ANY = re2.compile("|".join(f"(?:{det.pattern.replace('(?P<s>', '(?:')})" for det in DETECTORS))
+
+
+def _trigger_of(det: Detector) -> str:
+    if det.trigger is not None:
+        return det.trigger
+    return det.pattern.replace("\\b", "").replace("(?P<s>", "(?:")
+
+
 # Every detector's trigger (see :class:`Detector`), over an event's JSON bytes.
-_TRIGGER = re2.compile("|".join(
-    f"(?:{det.pattern.replace(chr(92) + 'b', '').replace('(?P<s>', '(?:') if det.trigger is None else det.trigger})"
-    for det in DETECTORS
-).encode())
+_TRIGGER = re2.compile("|".join(f"(?:{_trigger_of(det)})" for det in DETECTORS).encode())
 _AWS_KEY_ID_VALUE = re2.compile(_AWS_KEY_ID)
 #: The shortest string any detector can match (`?sig=x`).
 MIN_LENGTH = 6
