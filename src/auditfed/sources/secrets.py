@@ -25,6 +25,8 @@ an event that holds a trigger has its strings scanned one by one.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 import re2
@@ -117,8 +119,8 @@ DETECTORS: tuple[Detector, ...] = (
 def _combined(detectors: tuple[Detector, ...]) -> tuple[Any, list[tuple[str, int, int]]]:
     """One RE2 alternation; per detector: kind, index of its whole group, of its secret group."""
     parts = [f"(?P<d{i}>{det.pattern.replace('(?P<s>', f'(?P<s{i}>')})" for i, det in enumerate(detectors)]
-    pattern = re2.compile("|".join(parts))
-    index = pattern.groupindex
+    pattern = re2.compile("|".join(parts).encode())
+    index = {name.decode() if isinstance(name, bytes) else name: n for name, n in pattern.groupindex.items()}
     groups = [(det.kind, index[f"d{i}"], index.get(f"s{i}", index[f"d{i}"]))
               for i, det in enumerate(detectors)]
     return pattern, groups
@@ -126,8 +128,9 @@ def _combined(detectors: tuple[Detector, ...]) -> tuple[Any, list[tuple[str, int
 
 _PATTERN, _GROUPS = _combined(DETECTORS)
 # The same without capture groups: RE2 answers "is there a match" from its DFA, much
-# faster than a search that must report groups.
-_ANY = re2.compile("|".join(f"(?:{det.pattern.replace('(?P<s>', '(?:')})" for det in DETECTORS))
+# faster than a search that must report groups. (All patterns run on UTF-8 bytes: the
+# RE2 binding maps every offset of a str between characters and bytes, at a cost.)
+_ANY = re2.compile("|".join(f"(?:{det.pattern.replace('(?P<s>', '(?:')})" for det in DETECTORS).encode())
 
 
 def _trigger_of(det: Detector) -> str:
@@ -138,18 +141,18 @@ def _trigger_of(det: Detector) -> str:
 
 # Every detector's trigger (see :class:`Detector`), over an event's JSON bytes.
 _TRIGGER = re2.compile("|".join(f"(?:{_trigger_of(det)})" for det in DETECTORS).encode())
-_AWS_KEY_ID_VALUE = re2.compile(_AWS_KEY_ID)
+_AWS_KEY_ID_VALUE = re2.compile(_AWS_KEY_ID.encode())
 #: The shortest string any detector can match (`?sig=x`).
 MIN_LENGTH = 6
 
 
-def _replacement(match: Any) -> str:
+def _replacement(match: Any) -> bytes:
     text = match.group(0)
     for kind, whole, secret in _GROUPS:
         start = match.start(whole)
         if start >= 0:
             s_start, s_end = match.start(secret) - start, match.end(secret) - start
-            return text[:s_start] + MARKER.format(kind) + text[s_end:]
+            return text[:s_start] + MARKER.format(kind).encode() + text[s_end:]
     return text  # pragma: no cover - some group always matched
 
 
@@ -161,9 +164,12 @@ def redact_text(text: str) -> str:
     key used, grants nothing alone, and is what an investigation pivots on. Inside text
     (a config line, a command) it is redacted, as its secret key may be next to it.
     """
-    if len(text) < MIN_LENGTH or not _ANY.search(text) or _AWS_KEY_ID_VALUE.fullmatch(text):
+    if len(text) < MIN_LENGTH:
         return text
-    return _PATTERN.sub(_replacement, text)
+    data = text.encode()
+    if not _ANY.search(data) or _AWS_KEY_ID_VALUE.fullmatch(data):
+        return text
+    return _PATTERN.sub(_replacement, data).decode()
 
 
 def may_hold_secret(data: bytes) -> bool:
@@ -175,14 +181,51 @@ def may_hold_secret(data: bytes) -> bool:
 
 
 def redact_values(node: Any) -> Any:
-    """``node`` with :func:`redact_text` applied to every string in it; copies only what changes."""
+    """``node`` with :func:`redact_text` applied to every string in it; copies only what changes.
+
+    The strings are scanned together, joined by NUL (one RE2 call instead of one per
+    string); only those a match overlaps are then redacted one by one. That is a superset
+    of what a scan of each string finds: the detectors' ``\\b``, ``$`` and character
+    classes treat NUL as they treat a string's end, so every string that holds a match
+    alone is still overlapped by a match in the joined text.
+    """
+    strings: list[str] = []
+    _collect(node, strings)
+    if not strings:
+        return node
+    encoded = [text.encode() for text in strings]
+    joined = b"\0".join(encoded)
+    ends = list(accumulate(len(data) + 1 for data in encoded))
+    flagged: set[str] = set()
+    for match in _ANY.finditer(joined):
+        first = bisect_right(ends, match.start())
+        last = bisect_right(ends, max(match.end() - 1, match.start()))
+        flagged.update(strings[first:last + 1])
+    return _rewrite(node, flagged) if flagged else node
+
+
+def _collect(node: Any, out: list[str]) -> None:
     if isinstance(node, str):
-        return redact_text(node) if len(node) >= MIN_LENGTH else node
+        if len(node) >= MIN_LENGTH:
+            out.append(node)
+    elif isinstance(node, dict):
+        for value in node.values():
+            if isinstance(value, str | dict | list):
+                _collect(value, out)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, str | dict | list):
+                _collect(value, out)
+
+
+def _rewrite(node: Any, flagged: set[str]) -> Any:
+    if isinstance(node, str):
+        return redact_text(node) if node in flagged else node
     if isinstance(node, dict):
         result: dict[str, Any] | None = None
         for name, value in node.items():
             if isinstance(value, str | dict | list):
-                new = redact_values(value)
+                new = _rewrite(value, flagged)
                 if new is not value:
                     result = result if result is not None else dict(node)
                     result[name] = new
@@ -191,7 +234,7 @@ def redact_values(node: Any) -> Any:
         new_list: list[Any] | None = None
         for i, value in enumerate(node):
             if isinstance(value, str | dict | list):
-                new = redact_values(value)
+                new = _rewrite(value, flagged)
                 if new is not value:
                     new_list = new_list if new_list is not None else list(node)
                     new_list[i] = new
