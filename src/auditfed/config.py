@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     webhooks: list[dict[str, Any]] = Field(
         default_factory=list, description="alert webhooks ([[webhooks]] tables)"
     )
+    # webhooks part of issue 16: where webhooks may point (None: anywhere)
+    webhook_allowed_hosts: list[str] | None = Field(
+        None, description="hosts webhooks may point to: names, .domains, IP networks; default any"
+    )
     retention: str | None = Field(
         None,
         description="remove entries observed longer ago than this (400d, 52w, 7y), checked "

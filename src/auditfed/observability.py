@@ -9,6 +9,8 @@ from collections.abc import Callable
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from auditfed.safeurl import redact_url
+
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -30,6 +32,19 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class UrlRedactingFilter(logging.Filter):
+    """Shows URL arguments of a log record without credentials.
+
+    httpx logs every request's full URL at info level; a webhook or upstream URL may
+    carry ``user:pass@`` or ``?api_key=``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(str(a)) if "://" in str(a) else a for a in record.args)
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -44,6 +59,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, UrlRedactingFilter) for f in httpx_log.filters):
+        httpx_log.addFilter(UrlRedactingFilter())
 
 
 class Metrics:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from standardwebhooks import Webhook, WebhookVerificationError
 from support.server import Server
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -76,13 +77,16 @@ class Receiver:
     """A webhook receiver on loopback that answers by a script and records requests.
 
     ``script`` is a list of answers for the first requests ("fail": 500, "timeout":
-    sleep past the sender's timeout then 503, "ok": 200); ``mode`` answers the rest.
+    sleep past the sender's timeout then 503, "ok": 200, "redirect": 307 to
+    ``location``); ``mode`` answers the rest.
     """
 
-    def __init__(self, script: list[str] | None = None, mode: str = "ok", stall: float = 1.5) -> None:
+    def __init__(self, script: list[str] | None = None, mode: str = "ok", stall: float = 1.5,
+                 location: str = "") -> None:
         self.script = list(script or [])
         self.mode = mode
         self.stall = stall
+        self.location = location
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         receiver = self
@@ -93,13 +97,15 @@ class Receiver:
                 received = time.time()
                 with receiver.lock:
                     answer = receiver.script.pop(0) if receiver.script else receiver.mode
-                    status = {"ok": 200, "fail": 500, "timeout": 503}[answer]
+                    status = {"ok": 200, "fail": 500, "timeout": 503, "redirect": 307}[answer]
                     receiver.requests.append({"time": received, "headers": dict(self.headers),
                                               "body": body, "answer": answer, "status": status})
                 if answer == "timeout":
                     time.sleep(receiver.stall)
                 try:
                     self.send_response(status)
+                    if answer == "redirect":
+                        self.send_header("Location", receiver.location)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:  # the sender gave up (timeout)
@@ -128,14 +134,23 @@ class Receiver:
 
 
 def signature_ok(request: dict[str, Any], secret: str = SECRET) -> bool:
+    """Both signatures check: Standard Webhooks (verified by its reference library; a
+    plain secret is the raw key) and the deprecated ``X-Auditfed-Signature``."""
+    key = secret if secret.startswith("whsec_") else secret.encode()
+    try:
+        Webhook(key).verify(request["body"], request["headers"], json_parse=False)
+    except WebhookVerificationError:
+        return False
     expected = "sha256=" + hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
     return hmac.compare_digest(request["headers"].get("X-Auditfed-Signature", ""), expected)
 
 
 def write_config(path: Path, *, webhooks: list[dict[str, Any]] = (), rules: list[Path] = (),  # type: ignore[assignment]
-                 default_rules: bool = True) -> Path:
+                 default_rules: bool = True, **settings: Any) -> Path:
+    """A TOML config: ``settings`` are further top-level settings (JSON is TOML here)."""
     lines = [f"default_rules = {'true' if default_rules else 'false'}"]
     lines.append("rules = [" + ", ".join(json.dumps(str(p)) for p in rules) + "]")
+    lines.extend(f"{key} = {json.dumps(value)}" for key, value in settings.items())
     for hook in webhooks:
         lines.append("[[webhooks]]")
         lines.extend(f"{key} = {json.dumps(value)}" for key, value in hook.items())

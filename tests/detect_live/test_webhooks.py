@@ -23,6 +23,7 @@ from auditfed.errors import ConfigError
 def _check_attempts(receiver: Receiver) -> dict:
     requests = receiver.all()
     assert len({r["headers"]["X-Auditfed-Delivery"] for r in requests}) == 1
+    assert {r["headers"]["webhook-id"] for r in requests} == {requests[0]["headers"]["X-Auditfed-Delivery"]}
     assert all(signature_ok(r) for r in requests)
     assert len({r["body"] for r in requests}) == 1
     return json.loads(requests[0]["body"])

@@ -17,11 +17,13 @@ share one write). An alert is
 3. written to the server log (one structured line) and published to the
    ``GET /v1/alerts/stream`` subscribers.
 
-Webhooks get the alert as JSON with ``X-Auditfed-Signature: sha256=<hex
-HMAC-SHA256 of the raw body>``, retried with exponential backoff from the outbox
-until a 2xx answer, across restarts. Delivery is at least once: every attempt of
-one alert's delivery, even across a crash, carries the same ``X-Auditfed-Delivery``
-id for receivers to deduplicate.
+Webhooks get the alert as JSON signed per Standard Webhooks (``webhook-id``,
+``webhook-timestamp``, ``webhook-signature``; see :mod:`auditfed.detect.webhooks`),
+retried with exponential backoff from the outbox until a 2xx answer, across
+restarts. Delivery is at least once: every attempt of one alert's delivery, even
+across a crash, carries the same ``webhook-id`` (also sent as ``X-Auditfed-Delivery``)
+for receivers to deduplicate. A webhook URL is shown (logs, thread names, recorded
+errors) only through :func:`~auditfed.safeurl.redact_url`: it may hold credentials.
 
 Restarts. The store keeps a watermark: every event below it has been processed and
 its alerts stored. At start the service rebuilds the correlation windows by
@@ -38,8 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import math
 import queue
@@ -62,11 +62,13 @@ from auditfed import __version__
 from auditfed.batches import handle_batches
 from auditfed.config import Settings
 from auditfed.detect.correlation import parse_time
+from auditfed.detect.webhooks import HostAllowList, legacy_signature, signing_key, standard_signature
 from auditfed.errors import AuditfedError, ConfigError, NotFound
 from auditfed.event.model import format_time
 from auditfed.identity.tokens import Caller
 from auditfed.ingest.prepare import prepare_event
 from auditfed.ingest.sequencer import Sequencer
+from auditfed.safeurl import redact_url, scrub
 from auditfed.store.base import AlertRecord, DeliveryRecord, EntryRow, Store
 
 if TYPE_CHECKING:
@@ -80,7 +82,6 @@ __all__ = [
     "DetectionService",
     "Webhook",
     "alert_document",
-    "sign_body",
 ]
 
 #: The store meta key of the watermark (events below it are processed).
@@ -162,11 +163,6 @@ def alert_document(record: AlertRecord) -> dict[str, Any]:
     }
 
 
-def sign_body(secret: str, body: bytes) -> str:
-    """The ``X-Auditfed-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of the body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 # --- configuration ---------------------------------------------------------------------
 
 
@@ -174,34 +170,39 @@ def sign_body(secret: str, body: bytes) -> str:
 class Webhook:
     """One ``[[webhooks]]`` table.
 
-    ``url`` (http/https), ``secret`` (HMAC key; or ``secret_env``, the name of an
-    environment variable holding it), ``name`` (stable id in the outbox; default the
-    URL), ``timeout`` seconds per attempt, ``backoff_initial``/``backoff_max``
-    seconds between attempts (doubling, with jitter), ``max_attempts`` (then the
+    ``url`` (http/https), ``secret`` (HMAC key, ``whsec_<base64>`` or used as it is;
+    or ``secret_env``, the name of an environment variable holding it), ``name``
+    (stable id in the outbox; default the URL, then shown as :attr:`label`),
+    ``timeout`` seconds per attempt, ``backoff_initial``/``backoff_max`` seconds
+    between attempts (doubling, with jitter), ``max_attempts`` (then the
     delivery is given up: it stays in the outbox, never due again, and the alert
     itself stays in the alert store; ``0`` retries for ever), ``min_level`` (only
-    alerts of that level or above), ``headers`` (extra request headers).
+    alerts of that level or above), ``headers`` (extra request headers),
+    ``legacy_signature`` (also send the deprecated ``X-Auditfed-Signature``; default
+    true for this release).
 
     Why a limit by default: a receiver that is gone for good (a decommissioned SIEM
     endpoint) would otherwise keep every alert since in the outbox and be retried for
     ever. With the defaults, 100 attempts span about eight hours.
     """
 
-    url: str
-    name: str
-    secret: str | None = None
+    # repr=False: the URL (and a name defaulting to it) may hold credentials
+    url: str = field(repr=False)
+    name: str = field(repr=False)
+    secret: str | None = field(default=None, repr=False)
     timeout: float = 5.0
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
     max_attempts: int = 100
     min_level: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    legacy_signature: bool = True
 
     _KEYS = frozenset({"url", "name", "secret", "secret_env", "timeout", "backoff_initial",
-                       "backoff_max", "max_attempts", "min_level", "headers"})
+                       "backoff_max", "max_attempts", "min_level", "headers", "legacy_signature"})
 
     @classmethod
-    def from_config(cls, table: dict[str, Any]) -> Webhook:
+    def from_config(cls, table: dict[str, Any], allowed_hosts: HostAllowList | None = None) -> Webhook:
         import os
 
         unknown = set(table) - cls._KEYS
@@ -210,7 +211,8 @@ class Webhook:
         url = table.get("url")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
                 or not urlsplit(url).netloc:
-            raise ConfigError(f"webhooks: url must be an http(s) URL, not {url!r}")
+            raise ConfigError(f"webhooks: url must be an http(s) URL, not {redact_url(str(url))!r}")
+        _check_host(url, allowed_hosts)
         secret = table.get("secret")
         if secret is None and table.get("secret_env"):
             secret = os.environ.get(str(table["secret_env"]))
@@ -230,6 +232,7 @@ class Webhook:
                 max_attempts=_attempts(table.get("max_attempts", 100)),
                 min_level=min_level,
                 headers={str(k): str(v) for k, v in (table.get("headers") or {}).items()},
+                legacy_signature=_flag(table.get("legacy_signature", True)),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"webhooks: {exc}") from None
@@ -240,8 +243,27 @@ class Webhook:
             raise ConfigError("webhooks: max_attempts must be >= 0 (0: retry for ever)")
         if hook.secret is None:
             log.warning("webhook without a secret: its deliveries are not signed",
-                        extra={"webhook": hook.name})
+                        extra={"webhook": hook.label})
+        else:
+            signing_key(hook.secret)  # a malformed whsec_ secret stops the start
         return hook
+
+    @property
+    def label(self) -> str:
+        """How the webhook is shown: its name, or its URL with credentials replaced."""
+        return redact_url(self.name) if self.name == self.url else self.name
+
+    def signature_headers(self, delivery_id: str, body: bytes, now: float) -> dict[str, str]:
+        """The Standard Webhooks headers of one attempt (plus the deprecated ones)."""
+        timestamp = int(now)
+        headers = {"webhook-id": delivery_id, "webhook-timestamp": str(timestamp),
+                   "X-Auditfed-Delivery": delivery_id}
+        if self.secret is not None:
+            key = signing_key(self.secret)
+            headers["webhook-signature"] = standard_signature(key, delivery_id, timestamp, body)
+            if self.legacy_signature:  # keyed as it always was: the secret's UTF-8 bytes
+                headers["X-Auditfed-Signature"] = legacy_signature(self.secret.encode(), body)
+        return headers
 
     def wants(self, level: str | None) -> bool:
         if self.min_level is None:
@@ -256,6 +278,22 @@ class Webhook:
         """Seconds before attempt ``attempts + 1`` (exponential, capped, 0.8-1.2 jitter)."""
         delay = min(self.backoff_initial * 2 ** max(attempts - 1, 0), self.backoff_max)
         return delay * random.uniform(0.8, 1.2)
+
+
+def _check_host(url: str, allowed_hosts: HostAllowList | None) -> None:
+    if allowed_hosts is None:
+        return
+    host = urlsplit(url).hostname or ""
+    if not allowed_hosts.allows(host):
+        raise ConfigError(
+            f"webhooks: {redact_url(url)}: host {host!r} is not in webhook_allowed_hosts "
+            f"({allowed_hosts.describe()}); add it there or point the webhook elsewhere")
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"legacy_signature must be true or false, not {value!r}")
+    return value
 
 
 def _attempts(value: Any) -> int:
@@ -359,11 +397,11 @@ class WebhookSender:
         self.wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name=f"auditfed-webhook-{hook.name[:40]}", daemon=True
+            target=self._run, name=f"auditfed-webhook-{hook.label[:40]}", daemon=True
         )
         self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._recorder = threading.Thread(
-            target=self._record, name=f"auditfed-webhook-outbox-{hook.name[:32]}", daemon=True
+            target=self._record, name=f"auditfed-webhook-outbox-{hook.label[:32]}", daemon=True
         )
         #: deliveries sent (or about to be) whose outcome is not in the outbox yet
         self._unrecorded: set[str] = set()
@@ -403,7 +441,7 @@ class WebhookSender:
                 self.store.finish_delivery(delivery_id, **outcome)
             except Exception:
                 # Sent but not recorded: it will be sent again (at least once).
-                log.exception("cannot record a webhook delivery", extra={"webhook": self.hook.name})
+                log.exception("cannot record a webhook delivery", extra={"webhook": self.hook.label})
             with self._lock:
                 self._unrecorded.discard(delivery_id)
 
@@ -440,7 +478,7 @@ class WebhookSender:
                 try:
                     batch = self._next_batch(send_all)
                 except Exception:
-                    log.exception("cannot read the webhook outbox", extra={"webhook": hook.name})
+                    log.exception("cannot read the webhook outbox", extra={"webhook": hook.label})
                     self._stopping.wait(1.0)
                     continue
                 send_all = False
@@ -465,16 +503,17 @@ class WebhookSender:
         hook = self.hook
         with self._lock:
             self._unrecorded.add(delivery.delivery_id)
-        headers = {"X-Auditfed-Delivery": delivery.delivery_id}
-        if hook.secret is not None:
-            headers["X-Auditfed-Signature"] = sign_body(hook.secret, delivery.payload)
+        headers = hook.signature_headers(delivery.delivery_id, delivery.payload, time.time())
         error: str | None = None
         try:
+            # Redirects are not followed (the client's follow_redirects=False): a 3xx is
+            # a failed attempt, so an allowed host cannot send alerts on to another one.
             response = client.post(hook.url, content=delivery.payload, headers=headers)
             if not 200 <= response.status_code < 300:
                 error = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+            # An exception's text may quote the URL: it goes to the log and the outbox.
+            error = scrub(f"{type(exc).__name__}: {exc}", hook.url)[:500]
         attempts = delivery.attempts + 1
         now = time.time()
         self.metrics.deliveries.labels("delivered" if error is None else "failed").inc()
@@ -483,7 +522,7 @@ class WebhookSender:
                        "next_attempt_at": now, "error": None, "attempts": attempts}
         elif hook.gives_up_after(attempts):
             log.error("webhook delivery given up", extra={
-                "webhook": hook.name, "delivery": delivery.delivery_id, "alert": delivery.alert_id,
+                "webhook": hook.label, "delivery": delivery.delivery_id, "alert": delivery.alert_id,
                 "attempts": attempts, "error": error})
             self.metrics.abandoned.inc()
             # Never due again (an infinite next attempt), kept for the record.
@@ -491,7 +530,7 @@ class WebhookSender:
                        "error": f"given up after {attempts} attempts: {error}", "attempts": attempts}
         else:
             log.warning("webhook delivery failed", extra={
-                "webhook": hook.name, "delivery": delivery.delivery_id, "alert": delivery.alert_id,
+                "webhook": hook.label, "delivery": delivery.delivery_id, "alert": delivery.alert_id,
                 "attempts": attempts, "error": error})
             outcome = {"delivered_at": None, "next_attempt_at": now + hook.backoff(attempts),
                        "error": error, "attempts": attempts}
@@ -588,7 +627,9 @@ class DetectionService:
         origin: str | None = None,
         registry: CollectorRegistry | None = None,
     ) -> DetectionService:
-        webhooks = [Webhook.from_config(dict(table)) for table in settings.webhooks]
+        allowed = (HostAllowList.parse(settings.webhook_allowed_hosts)
+                   if settings.webhook_allowed_hosts is not None else None)
+        webhooks = [Webhook.from_config(dict(table), allowed) for table in settings.webhooks]
         names = [hook.name for hook in webhooks]
         if len(set(names)) != len(names):
             raise ConfigError("webhooks: two webhooks have the same name (or URL); name them")

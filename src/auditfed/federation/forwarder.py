@@ -50,6 +50,7 @@ from auditfed.errors import ConfigError
 from auditfed.event.model import format_time
 from auditfed.federation.protocol import FOLLOWS_HEADER, encode_entry
 from auditfed.ledger import consistency_proof
+from auditfed.safeurl import redact_url, scrub
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -218,7 +219,7 @@ class Forwarder:
         size = self.node.sequencer.size
         return {
             "node": self.name,
-            "upstream": self.upstream,
+            "upstream": redact_url(self.upstream),  # shown: never its credentials
             "state": self.state,
             "refusal": self.refusal,
             "size": size,
@@ -255,7 +256,7 @@ class Forwarder:
                 self.position = None
                 refused = isinstance(exc, HubError) and exc.status in (403, 409)
                 self.state = "refused" if refused else "retrying"
-                self.last_error = str(exc)[:500]
+                self.last_error = scrub(str(exc), self.upstream)[:500]  # may quote the URL
                 if refused:
                     self.refusal = self.last_error
                     log.error("the hub refuses this node", extra={"detail": self.last_error})
@@ -298,7 +299,7 @@ class Forwarder:
         self.hub_checkpoint = (body.get("checkpoint") or {}).get("size", 0)
         self.state = "forwarding"
         self.refusal = None
-        log.info("resuming forwarding", extra={"position": self.position, "upstream": self.upstream})
+        log.info("resuming forwarding", extra={"position": self.position, "upstream": redact_url(self.upstream)})
 
     def _checkpoint(self, need_beyond: int) -> CheckpointRecord | None:
         sequencer = self.node.sequencer

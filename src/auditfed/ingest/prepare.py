@@ -6,7 +6,9 @@ that claims another is refused. Server-owned fields are set here: ``observed_tim
 ``id`` when the producer sent none, and ``actor.verified``.
 
 A prepared event carries its canonical bytes (the leaf data, RFC 8785) and leaf hash,
-so that the sequencer's critical section only assigns indexes and writes.
+so that the sequencer's critical section only assigns indexes and writes. Before it
+is hashed, every string of an event is cleared of the secrets recognised by their value
+(:mod:`auditfed.sources.secrets`), after the key and path rules (an enricher).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from auditfed.event import (
 from auditfed.identity.tokens import Caller
 from auditfed.ingest.body import BadItem
 from auditfed.ledger.hashing import leaf_hash
+from auditfed.sources.secrets import may_hold_secret, redact_values
 from auditfed.store.base import EntryRow
 from auditfed.store.filters import index_key
 
@@ -172,6 +175,12 @@ def prepare_valid_event(
         event = enrich(event)
     _never_store_raw_tokens(event)
     data = canonical_event_bytes(event)
+    if may_hold_secret(data):
+        # secrets recognised by value, in any string (every source, the server's own
+        # events too): checked on the bytes made anyway, so a clean event costs one scan
+        cleaned = redact_values(event)
+        if cleaned is not event:
+            event, data = cleaned, canonical_event_bytes(cleaned)
     return Prepared(position, entry_row(event, data), fresh_id)
 
 

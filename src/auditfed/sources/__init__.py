@@ -14,7 +14,8 @@ specs they follow (one module each):
 * ``okta`` — Okta System Log (:mod:`.okta`)
 
 Also here: :class:`Redactor` (JSON-path redaction applied before events are hashed into
-the log), :func:`to_ocsf` (the OCSF view of an event) and :class:`Collector` (the file
+the log), :mod:`.secrets` (secrets recognised by value in any string, applied to every
+prepared event), :func:`to_ocsf` (the OCSF view of an event) and :class:`Collector` (the file
 follower behind ``auditfed collect``).
 """
 

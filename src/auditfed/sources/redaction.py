@@ -15,10 +15,18 @@ salt. Strings are hashed as their UTF-8 bytes, other values as their RFC 8785 by
 
 Defaults (:data:`DEFAULT_RULES`): Kubernetes Secret ``data`` / ``stringData`` (and the
 ``last-applied-configuration`` annotation) in request and response objects of events on
-``secrets``; ``Authorization`` and ``Proxy-Authorization`` headers and ``Cookie``
-anywhere; scalar values under password-like keys (password, passwd, secret, token,
-api_key, private_key, client_secret, session_token, ... — matched on the key's last
-word, case-insensitive, so ``secretId`` or ``token_id`` names are kept).
+``secrets``, and every operation's ``value`` of a JSON patch (RFC 6902) of a Secret;
+``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie`` and ``X-Api-Key``
+anywhere; scalar values (and arrays of scalars) under password-like keys (password,
+secret, token, jwt, api_key, private_key, client_secret, session_token, ... — see
+:func:`is_secret_key`: ``password_hash``, ``private_key_pem`` or ``secretValue`` are
+secret, ``secretId``, ``token_id``, ``passwordLastUsed`` or ``password_policy`` only
+name or describe one and are kept). A member name also selects the ``value`` of a
+name/value pair: ``{"key": "password", "value": ...}`` (OTLP) or
+``{"name": "Authorization", "value": ...}`` (header lists), in any casing.
+
+Secrets inside text (a JWT in a message, ``PASSWORD '...'`` in SQL, URL credentials)
+are found by value, whatever the rules, in :mod:`auditfed.sources.secrets`.
 """
 
 from __future__ import annotations
@@ -149,22 +157,49 @@ class Rule:
 
 
 _SECRET_WORDS = {"password", "passwd", "passphrase", "pwd", "secret", "token", "apikey",
-                 "privatekey", "authorization", "cookie", "credential", "credentials"}
+                 "privatekey", "authorization", "cookie", "credential", "credentials", "jwt",
+                 "bearer", "otp"}
 _SECRET_PAIRS = {("api", "key"), ("private", "key"), ("secret", "key"), ("access", "key"),
                  ("client", "secret"), ("secret", "access"), ("auth", "token"),
                  ("set", "cookie")}
+# Secret words that make a member secret also before other words (``password_hash``,
+# ``secretValue``); ``authorization`` or ``cookie`` do not (``authorization.k8s.io/decision``).
+_INNER_SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "jwt", "apikey",
+                       "privatekey", "credential", "credentials"}
+# Words that, after the secret word, make the member describe a secret rather than hold
+# one (``secretName``, ``token_id``, ``passwordLastUsed``, ``password_policy``): kept so
+# that an auditor can still tell which secret was used or changed. Any other word keeps
+# the member secret (``password_hash``, ``private_key_pem``, ``secretValue``).
+_DESCRIBING_WORDS = {
+    "id", "ids", "name", "names", "arn", "arns", "ref", "type", "types", "kind", "policy",
+    "policies", "length", "len", "count", "age", "ttl", "expiry", "expires", "expiration",
+    "expired", "created", "updated", "changed", "last", "used", "version", "versions",
+    "status", "state", "required", "enabled", "reset", "rotation", "rotated", "reuse",
+    "prevention", "strength", "min", "max", "minimum", "maximum", "date", "time", "at",
+    "format", "path", "file", "uri", "url", "endpoint", "provider", "source", "mode",
+    "algorithm", "alg", "fingerprint", "label", "hint", "set", "present", "exists",
+}
 _WORD_SPLIT = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 
 
 @lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
-    """Does a member name look like it holds a credential? (Matched on its last word.)"""
+    """Does a member name look like it holds a credential?
+
+    It does when its last word names a secret (``password``, ``token``, ``jwt``,
+    ``cookie``, ... or a pair such as ``private key``; camelCase, snake_case or
+    kebab-case), or an earlier word does (:data:`_INNER_SECRET_WORDS`) and no word after
+    it says the member only describes one (:data:`_DESCRIBING_WORDS`).
+    """
     words = [w.lower() for w in _WORD_SPLIT.findall(key)]
     if not words:
         return False
-    if words[-1] in _SECRET_WORDS:
+    if words[-1] in _SECRET_WORDS or (len(words) >= 2 and (words[-2], words[-1]) in _SECRET_PAIRS):
         return True
-    return len(words) >= 2 and (words[-2], words[-1]) in _SECRET_PAIRS
+    for i in range(len(words) - 2, -1, -1):
+        if words[i] in _INNER_SECRET_WORDS or (i and (words[i - 1], words[i]) in _SECRET_PAIRS):
+            return not any(w in _DESCRIBING_WORDS for w in words[i + 1:])
+    return False
 
 
 _K8S_SECRET = {"$.original.objectRef.resource": "secrets"}
@@ -185,6 +220,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         Rule(f"$.original.{obj}.metadata.annotations{_LAST_APPLIED}", "hash", _K8S_SECRET)
         for obj in ("requestObject", "responseObject")
     ),
+    # a JSON patch (RFC 6902) of a Secret: every operation's value (`/data/k`, `/data`, ...)
+    Rule("$.original.requestObject[*].value", "hash", _K8S_SECRET),
     Rule("$..[~'(proxy-)?authorization|cookie|set-cookie|x-api-key']", "hash"),
     Rule("$..*", "hash", scalars_only=True, keys="secret-like"),
 )
@@ -327,7 +364,8 @@ class Redactor:
     @staticmethod
     def _pick(rules: tuple[Rule, ...], value: Any) -> Rule | None:
         for rule in rules:
-            if value is None or (rule.scalars_only and isinstance(value, dict | list)):
+            if value is None or (rule.scalars_only and isinstance(value, dict | list)
+                                 and not _scalar_list(value)):
                 continue
             return rule
         return None
@@ -336,15 +374,17 @@ class Redactor:
                    ) -> Any:
         """Apply the ``$..member`` rules at every depth; copy only what changes."""
         if isinstance(node, dict):
-            kv_key = node.get("key")
-            if isinstance(kv_key, str) and "value" in node and len(node) <= 3:
-                # an OTLP-style {"key": "password", "value": {"stringValue": ...}} pair
+            pair = _name_value_pair(node) if len(node) <= 3 else None
+            if pair is not None:
+                # {"key": "password", "value": {"stringValue": ...}} (OTLP) or
+                # {"name": "Authorization", "value": "Bearer ..."} (header lists, any casing)
+                kv_key, value_member = pair
                 rules = table.get(kv_key)
                 if rules is None:
                     rules = self._lookup(kv_key, active, table)
                 rule = self._pick(rules, "") if rules else None
-                if rule is not None and node["value"] is not None:
-                    return self._kv_replace(node, rule)
+                if rule is not None and node[value_member] is not None:
+                    return self._kv_replace(node, rule, value_member)
             result: dict[str, Any] | None = None
             for key, value in node.items():
                 rules = table.get(key)
@@ -355,6 +395,8 @@ class Redactor:
                     result = result if result is not None else dict(node)
                     if rule.action == "drop":
                         del result[key]
+                    elif isinstance(value, list):  # scalars (OTLP's header arrays)
+                        result[key] = [v if v is None else self._replace(v, rule) for v in value]
                     else:
                         result[key] = self._replace(value, rule)
                 elif value and isinstance(value, _CONTAINERS):
@@ -374,10 +416,10 @@ class Redactor:
             return node if new_list is None else new_list
         return node
 
-    def _kv_replace(self, node: dict[str, Any], rule: Rule) -> dict[str, Any]:
+    def _kv_replace(self, node: dict[str, Any], rule: Rule, member: str) -> dict[str, Any]:
         if rule.action == "drop":
-            return {k: v for k, v in node.items() if k != "value"}
-        value = node["value"]
+            return {k: v for k, v in node.items() if k != member}
+        value = node[member]
         if isinstance(value, dict) and len(value) == 1:
             ((kind, inner),) = value.items()
             if isinstance(inner, dict | list) or kind != "stringValue":
@@ -385,7 +427,7 @@ class Redactor:
             replaced: Any = {kind: self._replace(inner, rule)}
         else:
             replaced = self._replace(value, rule)
-        return {**node, "value": replaced}
+        return {**node, member: replaced}
 
     def _replace(self, value: Any, rule: Rule) -> Any:
         if rule.action == "mask":
@@ -460,6 +502,25 @@ class Redactor:
             return node if new_list is None else new_list
         return node
 
+
+
+_PAIR_NAMES = frozenset({"key", "name"})
+
+
+def _name_value_pair(node: dict[str, Any]) -> tuple[str, str] | None:
+    """``(name, value member)`` of a ``{"name"|"key": str, "value": ...}`` pair (any casing)."""
+    name = value_member = None
+    for member, value in node.items():
+        lowered = member.lower()
+        if lowered in _PAIR_NAMES and isinstance(value, str):
+            name = value
+        elif lowered == "value":
+            value_member = member
+    return None if name is None or value_member is None else (name, value_member)
+
+
+def _scalar_list(value: Any) -> bool:
+    return isinstance(value, list) and not any(isinstance(v, dict | list) for v in value)
 
 
 def _hashable(value: Any) -> Any:
