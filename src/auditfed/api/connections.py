@@ -26,12 +26,15 @@ next to nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
 
 #: Seconds between two sweeps for expired deadlines.
 SWEEP_INTERVAL = 1.0
@@ -60,18 +63,25 @@ class ConnectionGuard:
     shed: int = 0
     sweeping: bool = False
 
-    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+    def sweep(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         now = loop.time()
-        for waiting, status in ((self.heads, 408), (self.bodies, 0)):
-            while waiting:
-                protocol, deadline = next(iter(waiting.items()))
-                if deadline > now:
-                    break
-                protocol.reject(status, "the request was not received in time")
+        # A late sweep means the loop itself was busy: bytes that clients sent meanwhile
+        # may be unread yet, so deadlines are enforced from the next sweep on.
+        if now - due < SWEEP_INTERVAL:
+            for waiting, status in ((self.heads, 408), (self.bodies, 0)):
+                while waiting:
+                    protocol, deadline = next(iter(waiting.items()))
+                    if deadline > now:
+                        break
+                    protocol.reject(status, "the request was not received in time")
         if self.open:
-            loop.call_later(SWEEP_INTERVAL, self.sweep, loop)
+            self.schedule(loop)
         else:
             self.sweeping = False
+
+    def schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.sweeping = True
+        loop.call_later(SWEEP_INTERVAL, self.sweep, loop, loop.time() + SWEEP_INTERVAL)
 
     def make_room(self) -> bool:
         """Close the oldest unauthenticated or idle connection; False if there is none."""
@@ -103,8 +113,7 @@ class GuardedProtocol(HttpToolsProtocol):
         guard = self.guard
         guard.open += 1
         if not guard.sweeping:
-            guard.sweeping = True
-            self.loop.call_later(SWEEP_INTERVAL, guard.sweep, self.loop)
+            guard.schedule(self.loop)
         if guard.open > guard.limits.max_connections and not guard.make_room():
             self.reject(503, "the server has too many open connections")
             return
@@ -160,6 +169,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def reject(self, status: int, reason: str) -> None:
         """Answer ``status`` (if no response has started; 0: none) and close."""
+        log.debug("connection closed", extra={"client": self.client, "status": status, "reason": reason})
         self.rejected = True
         self._leave_phases()
         if self.transport.is_closing():
