@@ -22,6 +22,7 @@ SLOW_CLIENTS = 1000
 LIMITS = {
     "AUDITFED_MAX_CONNECTIONS": "300",
     "AUDITFED_HEADER_TIMEOUT": "2",
+    "AUDITFED_BODY_TIMEOUT": "2",
     "AUDITFED_MAX_HEADER_BYTES": "16384",
     "AUDITFED_MAX_STREAMS_PER_TOKEN": "2",
     "AUDITFED_MAX_STREAMS": "4",
@@ -108,6 +109,18 @@ def test_timed_out_head_is_answered_408(server: Server) -> None:
     assert b"application/problem+json" in answer
 
 
+def test_body_not_sent_in_time_is_cut_off(server: Server) -> None:
+    head = (f"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {server.admin_token}\r\nContent-Length: 100000\r\n\r\n[")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(head.encode())
+        try:
+            received = sock.recv(65536)
+        except TimeoutError:
+            received = b"(still waiting)"
+    assert received == b"", "the server kept waiting for the body"
+
+
 def test_oversized_headers_are_refused_without_memory_growth(server: Server) -> None:
     assert server.process is not None
     before = rss_mb(server.process.pid)
@@ -139,8 +152,11 @@ def open_stream(server: Server, token: str) -> tuple[httpx.Client, httpx.Respons
 
 
 def refusal(server: Server, token: str) -> httpx.Response:
-    with server.client(token) as client:
-        return client.get("/v1/alerts/stream")
+    """The answer to one more stream, read in full unless it is a stream after all."""
+    with server.client(token) as client, client.stream("GET", "/v1/alerts/stream") as response:
+        if response.status_code != 200:
+            response.read()
+        return response
 
 
 def test_alert_streams_are_limited_per_token_and_in_all(server: Server) -> None:
