@@ -8,6 +8,7 @@ a deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import socket
 import time
@@ -76,7 +77,7 @@ def slow_heads(port: int, count: int) -> Iterator[list[socket.socket]]:
 
 
 def event(n: int) -> dict[str, object]:
-    return {"action": "limits.probe", "actor": {"id": "probe"}, "attributes": {"n": n}}
+    return {"action": "limits.probe", "actor": {"id": "probe"}, "source": {"service": "limits"}, "attributes": {"n": n}}
 
 
 def test_slow_header_clients_do_not_starve_authenticated_ingest(server: Server) -> None:
@@ -107,6 +108,19 @@ def test_timed_out_head_is_answered_408(server: Server) -> None:
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"application/problem+json" in answer
+
+
+def test_body_arriving_with_the_head_is_not_counted_as_head(server: Server) -> None:
+    body = json.dumps([{**event(0), "attributes": {"pad": "p" * 200_000}}]).encode()
+    head = (f"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            f"Authorization: Bearer {server.admin_token}\r\nContent-Length: {len(body)}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head.encode() + body)  # one write: the server reads head and body together
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert b'"accepted":1' in answer
 
 
 def test_body_not_sent_in_time_is_cut_off(server: Server) -> None:

@@ -104,7 +104,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.head_bytes = 0
+        #: bytes of the request head being read (None: not reading a head)
+        self.head_bytes: int | None = 0
         self.rejected = False
 
     # --- connection lifecycle ---
@@ -128,21 +129,33 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.rejected:
             return
         self.guard.idle.pop(self, None)
-        if self in self.guard.heads:
-            # Count before parsing: the parser and uvicorn buffer an unfinished head.
+        limit = self.guard.limits.max_header_bytes
+        if self.head_bytes is not None:
+            # Counted before parsing: the parser and uvicorn buffer an unfinished head.
+            allowed = limit - self.head_bytes
             self.head_bytes += len(data)
-            if self.head_bytes > self.guard.limits.max_header_bytes:
-                self.reject(431, f"the request head is larger than {self.guard.limits.max_header_bytes} bytes")
-                return
-        super().data_received(data)
+            if len(data) > allowed:
+                # The head must end within the limit; what follows it (a body) may not.
+                super().data_received(data[:allowed])
+                if self.head_bytes is not None:
+                    self.reject(431, f"the request head is larger than {limit} bytes")
+                    return
+                data = data[allowed:]
+        if not self.transport.is_closing():
+            super().data_received(data)
 
     # --- parser callbacks: phase changes ---
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self.head_bytes is None:
+            # The next request on a kept-alive connection: counted from its next read
+            # (the one this byte came in is already within the server's read size).
+            self.head_bytes = 0
         if self not in self.guard.heads:
-            self._await_head()
+            self.guard.heads[self] = self.loop.time() + self.guard.limits.header_timeout
 
     def on_headers_complete(self) -> None:
+        self.head_bytes = None
         self.guard.heads.pop(self, None)
         super().on_headers_complete()
         if self.parser is not None and not self.rejected:
