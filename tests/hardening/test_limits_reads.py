@@ -113,7 +113,7 @@ def test_evidence_export_streams_in_bounded_memory(server: Server) -> None:
             lines.extend(len(line) for line in r.iter_lines())
 
     grown = peak_growth_mb(server, export)
-    assert grown < 150, f"the export grew the server by {grown:.0f} MB"
+    assert grown < 100, f"the export grew the server by {grown:.0f} MB"
     assert sum(1 for n in lines if n > BIG_EVENT_BYTES) == BIG_EVENTS
 
 
