@@ -100,6 +100,16 @@ def test_slow_header_clients_do_not_starve_authenticated_ingest(server: Server) 
             open_socks = [s for s in open_socks if not closed_by_server(s)]
             time.sleep(0.2)
         assert not open_socks, f"{len(open_socks)} slow connections still open"
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'auditfed_connections_closed_total{reason="shed"}' in metrics
+    assert 'auditfed_connections_closed_total{reason="header_timeout"}' in metrics
+
+
+def test_open_file_limit_is_raised_to_the_hard_limit(server: Server) -> None:
+    assert server.process is not None
+    limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+    soft, hard = next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3:5]
+    assert soft == hard
 
 
 def test_timed_out_head_is_answered_408(server: Server) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class ConnectionGuard:
     """The server-wide state shared by every connection's protocol."""
 
     limits: ConnectionLimits
+    #: connections the guard closed, by reason (``auditfed_connections_closed_total``)
+    closed: Counter
     #: connections waiting for their request head, oldest first, with their deadline
     heads: OrderedDict[GuardedProtocol, float] = field(default_factory=OrderedDict)
     #: connections receiving a request body, oldest first, with their deadline
@@ -60,7 +63,6 @@ class ConnectionGuard:
     #: idle keep-alive connections, oldest first
     idle: OrderedDict[GuardedProtocol, None] = field(default_factory=OrderedDict)
     open: int = 0
-    shed: int = 0
     sweeping: bool = False
 
     def sweep(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
@@ -73,7 +75,8 @@ class ConnectionGuard:
                     protocol, deadline = next(iter(waiting.items()))
                     if deadline > now:
                         break
-                    protocol.reject(status, "the request was not received in time")
+                    protocol.reject(status, "the request was not received in time",
+                                    "header_timeout" if status else "body_timeout")
         if self.open:
             self.schedule(loop)
         else:
@@ -88,15 +91,18 @@ class ConnectionGuard:
         for waiting in (self.heads, self.idle):
             if waiting:
                 victim = next(iter(waiting))
-                self.shed += 1
-                victim.reject(503, "the server has too many open connections")
+                victim.reject(503, "the server has too many open connections", "shed")
                 return True
         return False
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[GuardedProtocol]:
+def guarded_protocol(limits: ConnectionLimits, registry: CollectorRegistry) -> type[GuardedProtocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` bound to one guard."""
-    return type("GuardedProtocol", (GuardedProtocol,), {"guard": ConnectionGuard(limits)})
+    closed = Counter("auditfed_connections_closed", "Connections closed by the connection limits",
+                     ["reason"], registry=registry)
+    guard = ConnectionGuard(limits, closed)
+    Gauge("auditfed_connections_open", "Open HTTP connections", registry=registry).set_function(lambda: guard.open)
+    return type("GuardedProtocol", (GuardedProtocol,), {"guard": guard})
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -116,7 +122,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if not guard.sweeping:
             guard.schedule(self.loop)
         if guard.open > guard.limits.max_connections and not guard.make_room():
-            self.reject(503, "the server has too many open connections")
+            self.reject(503, "the server has too many open connections", "over_limit")
             return
         self._await_head()
 
@@ -138,7 +144,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 # The head must end within the limit; what follows it (a body) may not.
                 super().data_received(data[:allowed])
                 if self.head_bytes is not None:
-                    self.reject(431, f"the request head is larger than {limit} bytes")
+                    self.reject(431, f"the request head is larger than {limit} bytes", "header_too_large")
                     return
                 data = data[allowed:]
         if not self.transport.is_closing():
@@ -180,15 +186,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.bodies.pop(self, None)
         self.guard.idle.pop(self, None)
 
-    def reject(self, status: int, reason: str) -> None:
+    def reject(self, status: int, detail: str, reason: str) -> None:
         """Answer ``status`` (if no response has started; 0: none) and close."""
         log.debug("connection closed", extra={"client": self.client, "status": status, "reason": reason})
+        self.guard.closed.labels(reason).inc()
         self.rejected = True
         self._leave_phases()
         if self.transport.is_closing():
             return
         if status and (self.cycle is None or not self.cycle.response_started):
-            self.transport.write(_raw_problem(status, reason))
+            self.transport.write(_raw_problem(status, detail))
         self.transport.close()
 
 

@@ -99,12 +99,13 @@ def serve(settings: Settings) -> None:
     node = Node(settings)
     tune_garbage_collector()
     app = create_app(node)
+    protocol = guarded_protocol(limits, node.metrics.registry)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_protocol(limits),
+        http=protocol,
         log_config=None,
         access_log=False,
         lifespan="on",
