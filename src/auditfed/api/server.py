@@ -5,11 +5,10 @@ the requests in flight finish (at most ``shutdown_grace`` seconds), then the
 lifespan shutdown lets the sequencer commit what is queued and sign a final
 checkpoint. A second signal stops at once.
 
-Why uvicorn (httptools) with :mod:`auditfed.api.connections` guarding it: measured with
-``python -m bench.server_choice`` on
-127.0.0.1 (2 shared cores) with 1,000 connections trickling a header line while a
-client POSTs every 0.25 s for 12 s, then 50 connections each sending 4 MB of an
-unfinished header:
+Why uvicorn (httptools) with :mod:`auditfed.api.connections` guarding it: measured
+with ``python -m bench.server_choice`` on 127.0.0.1 (2 shared cores): 1,000
+connections trickling a header line while a client POSTs every 0.25 s for 12 s, then
+50 connections each sending 4 MB of an unfinished header:
 
 ========================================  ==============  ==============  ===============
 server                                    POSTs answered  slow conns      RSS, 50 x 4 MB
