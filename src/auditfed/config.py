@@ -82,6 +82,32 @@ class Settings(BaseSettings):
         description="remove entries observed longer ago than this (400d, 52w, 7y), checked "
         "hourly; their leaf hashes stay, so the log still verifies. Default: keep everything",
     )
+    # --- connection and read limits (issue 16: bounded resources, fair under load) ---
+    max_connections: int = Field(
+        4096, ge=16,
+        description="open connections at most; past it the server closes the connection that "
+        "has waited longest for its request head (unauthenticated), then idle keep-alive ones",
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=4096, le=16 * 1024 * 1024,
+        description="bytes of a request line plus headers; more: 431 and the connection is closed",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a client has to send a request's line and headers (slowloris)"
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="seconds a client has to send a request body once its headers are in"
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle keep-alive connection stays open between requests"
+    )
+    max_streams: int = Field(256, ge=1, description="open alert streams (server-sent events) at most")
+    max_streams_per_token: int = Field(8, ge=1, description="open alert streams per token at most")
+    max_response_bytes: int = Field(
+        8 * 1024 * 1024, ge=65_536,
+        description="event bytes per page of a read (search, log entries, answers): a page may hold "
+        "fewer than asked (at least one event); clients page on",
+    )
     demo: bool = Field(False, description="feed demo events from made-up services")
     demo_rate: float = Field(20.0, gt=0, description="demo events per second")
 

@@ -79,6 +79,13 @@ class Gone(NotFound):
     title = "Gone"
 
 
+class TooManyRequests(AuditfedError):
+    """A per-token or server-wide limit on concurrent use is reached (limits, issue 16)."""
+
+    status = 429
+    title = "Too many requests"
+
+
 class Unavailable(AuditfedError):
     """The service cannot take the request now (shutting down, store down, overloaded)."""
 

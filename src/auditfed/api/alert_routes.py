@@ -10,14 +10,17 @@ the answer.
 The stream (``text/event-stream``, W3C server-sent events) sends each new alert as
 ``event: alert``, ``id: <log index of its alert.raised event>``, ``data: <alert
 JSON>``; a client reconnecting with ``Last-Event-ID`` first gets the alerts it
-missed. Comments keep idle connections alive.
+missed. Comments keep idle connections alive. Open streams are limited per token
+(``max_streams_per_token``) and in all (``max_streams``): past either, 429 with
+Retry-After, so one token cannot hold the server's connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import orjson
@@ -25,11 +28,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from auditfed.api.deps import READERS, authorise, node_of, record
 from auditfed.api.responses import JSON
 from auditfed.detect.service import DetectionService, alert_document
-from auditfed.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from auditfed.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unavailable
 from auditfed.identity.tokens import Caller
 
 router = APIRouter(tags=["alerts"])
@@ -41,6 +45,51 @@ Level = Literal["informational", "low", "medium", "high", "critical"]
 KEEPALIVE = 15.0
 #: Alerts sent to a reconnecting client at most (the rest: page GET /v1/alerts).
 CATCH_UP_LIMIT = 1000
+
+
+class StreamSlots:
+    """Open alert streams, per token and in all, within the configured limits."""
+
+    def __init__(self, total: int, per_token: int) -> None:
+        self.total, self.per_token = total, per_token
+        self.open: Counter[str] = Counter()
+
+    def acquire(self, token_id: str) -> None:
+        if self.open.total() >= self.total:
+            raise TooManyRequests(f"the server has {self.total} alert streams open (max_streams); "
+                                  "retry later or page GET /v1/alerts")
+        if self.open[token_id] >= self.per_token:
+            raise TooManyRequests(f"this token has {self.per_token} alert streams open "
+                                  "(max_streams_per_token); close one first")
+        self.open[token_id] += 1
+
+    def release(self, token_id: str) -> None:
+        self.open[token_id] -= 1
+        if self.open[token_id] <= 0:
+            del self.open[token_id]
+
+
+def _slots(request: Request) -> StreamSlots:
+    state = request.app.state
+    slots = getattr(state, "stream_slots", None)
+    if slots is None:
+        settings = node_of(request).settings
+        slots = state.stream_slots = StreamSlots(settings.max_streams, settings.max_streams_per_token)
+    return slots
+
+
+class SlotStream(StreamingResponse):
+    """A streaming response that gives its slot back however the stream ends."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 def _auditor(request: Request, action: str, *, wait: bool) -> Caller:
@@ -83,7 +132,7 @@ async def stream_alerts(
     level: Level | None = Query(None, description="only alerts of this level or above"),
     rule_id: str | None = Query(None, max_length=256),
 ) -> Response:
-    _auditor(request, "audit.alerts.stream", wait=False)
+    caller = _auditor(request, "audit.alerts.stream", wait=False)
     service = _service(request)
     last = request.headers.get("last-event-id")
     try:
@@ -97,12 +146,18 @@ async def stream_alerts(
         rank = levels.index(document["level"]) if document.get("level") in levels else 0
         return rank >= minimum and (rule_id is None or document["rule_id"] == rule_id)
 
-    subscription = service.stream.subscribe()  # before catching up: nothing falls between
     state = request.app.state
     store = node_of(request).store
-    if since is None:
-        newest = await run_in_threadpool(store.list_alerts, limit=1)
-        since = newest[0].log_index if newest else -1
+    slots = _slots(request)
+    slots.acquire(caller.token_id)  # 429 past the per-token or global limit
+    try:
+        subscription = service.stream.subscribe()  # before catching up: nothing falls between
+        if since is None:
+            newest = await run_in_threadpool(store.list_alerts, limit=1)
+            since = newest[0].log_index if newest else -1
+    except BaseException:
+        slots.release(caller.token_id)
+        raise
 
     async def frames() -> AsyncIterator[bytes]:
         sent = since
@@ -142,10 +197,11 @@ async def stream_alerts(
         finally:
             service.stream.unsubscribe(subscription)
 
-    return StreamingResponse(
+    return SlotStream(
         frames(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        release=lambda: slots.release(caller.token_id),
     )
 
 

@@ -27,19 +27,20 @@ from auditfed.query.traces import check_trace_id, get_trace
 router = APIRouter(tags=["answers"])
 
 
-def _ready(request: Request, action: str) -> tuple[Any, Any]:
-    """The node and the reader's scope; the access is recorded in the log first."""
+def _ready(request: Request, action: str) -> tuple[Any, dict[str, Any]]:
+    """The node and the reading options (the reader's scope, the answer's byte budget);
+    the access is recorded in the log first."""
     caller = reader(request, action)
     node = node_of(request)
     wait_indexed(node)
-    return node, scope_filter(caller, None)
+    return node, {"scope": scope_filter(caller, None), "max_bytes": node.settings.max_response_bytes}
 
 
 @router.get("/v1/traces/{trace_id}", summary="Every event of one trace, ordered and as a span tree")
 def trace(request: Request, trace_id: str) -> Response:
     check_trace_id(trace_id)
-    node, scope = _ready(request, "audit.trace")
-    return JSON(get_trace(node.store, trace_id, scope=scope))
+    node, options = _ready(request, "audit.trace")
+    return JSON(get_trace(node.store, trace_id, **options))
 
 
 @router.get("/v1/principals/{principal:path}/timeline", summary="What one principal did, across all sources")
@@ -50,9 +51,9 @@ def timeline(
     gap: float = Query(DEFAULT_GAP_SECONDS, gt=0, le=10**9, description="idle seconds that count as a gap"),
 ) -> Response:
     checked_value("principal", principal)
-    node, scope = _ready(request, "audit.timeline")
+    node, options = _ready(request, "audit.timeline")
     return JSON(principal_timeline(node.store, principal, directory=getattr(node, "directory", None),
-                                   limit=limit, gap_seconds=gap, scope=scope))
+                                   limit=limit, gap_seconds=gap, **options))
 
 
 @router.get("/v1/who-accessed", summary="Who read, queried or exported a resource, and when")
@@ -62,8 +63,8 @@ def who_accessed(
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> Response:
     checked_value("resource", resource, wildcard=True)
-    node, scope = _ready(request, "audit.who_accessed")
-    return JSON(compliance.who_accessed(node.store, resource, limit=limit, scope=scope))
+    node, options = _ready(request, "audit.who_accessed")
+    return JSON(compliance.who_accessed(node.store, resource, limit=limit, **options))
 
 
 @router.get("/v1/who-changed", summary="Every change of a resource: who, when, from where, why")
@@ -73,15 +74,15 @@ def who_changed(
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> Response:
     checked_value("resource", resource, wildcard=True)
-    node, scope = _ready(request, "audit.who_changed")
-    return JSON(compliance.who_changed(node.store, resource, limit=limit, scope=scope))
+    node, options = _ready(request, "audit.who_changed")
+    return JSON(compliance.who_changed(node.store, resource, limit=limit, **options))
 
 
 @router.get("/v1/enforcement/{trace_id}", summary="Was access policy enforced at every hop of a request")
 def enforcement(request: Request, trace_id: str) -> Response:
     check_trace_id(trace_id)
-    node, scope = _ready(request, "audit.enforcement")
-    return JSON(compliance.enforcement(node.store, trace_id, scope=scope))
+    node, options = _ready(request, "audit.enforcement")
+    return JSON(compliance.enforcement(node.store, trace_id, **options))
 
 
 @router.get("/v1/unjustified-changes", summary="Changes without a stated reason in a time range")
@@ -92,9 +93,9 @@ def unjustified_changes(
     limit: int = Query(1000, ge=1, le=10_000),
 ) -> Response:
     bounds = parse_time_bound("since", since), parse_time_bound("until", until)
-    node, scope = _ready(request, "audit.unjustified_changes")
+    node, options = _ready(request, "audit.unjustified_changes")
     return JSON(compliance.unjustified_changes(node.store, since=bounds[0], until=bounds[1], limit=limit,
-                                               scope=scope))
+                                               **options))
 
 
 class EvidenceRequest(BaseModel):

@@ -60,7 +60,8 @@ def get_entries(
     start: int = Query(ge=0),
     end: int = Query(gt=0),
 ) -> Response:
-    """A server may return fewer entries than asked (at most 1,000); clients page on.
+    """A server may return fewer entries than asked (at most 1,000, at most
+    ``max_response_bytes`` of entry data but at least one entry); clients page on.
 
     Not for scoped auditors: a raw range would show events outside their scope."""
     caller = reader(request, "audit.log.entries")
@@ -75,7 +76,7 @@ def get_entries(
     if start < (retained_from := store.retained_from()):
         raise Gone(f"entries below {retained_from} were removed by retention; their leaf "
                    "hashes remain in the tree", retained_from=retained_from)
-    rows = store.entries(start, min(end, start + MAX_ENTRIES))
+    rows = store.entries_within(start, min(end, start + MAX_ENTRIES), node_of(request).settings.max_response_bytes)
     return JSON({"entries": [{"index": i, "data": _b64(data)} for i, data in rows]})
 
 

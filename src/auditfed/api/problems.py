@@ -10,6 +10,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from auditfed.errors import AuditfedError, InvalidEvent, Unavailable
@@ -60,6 +61,13 @@ def install(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: HTTPException) -> Response:
         titles = {404: "Not found", 405: "Method not allowed"}
         return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), str(exc.detail))
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_disconnect(request: Request, exc: ClientDisconnect) -> Response:
+        # The client left (or its body timed out, see api.connections) mid-body: nobody
+        # reads this answer, and it is no server error.
+        log.debug("client disconnected", extra={"path": request.url.path})
+        return problem(400, "Client disconnected", "the request body did not arrive in full")
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:

@@ -46,13 +46,20 @@ def search_events(
     cursor: int | None = Query(None, ge=0, description="next_cursor of the previous page"),
     order: Literal["newest", "oldest"] = "newest",
 ) -> Response:
+    """A page may hold fewer events than ``limit`` (at most ``max_response_bytes`` of
+    events, at least one); page on with ``next_cursor`` until it is null."""
     expr = parse_query(q)  # a malformed query is refused before anything is recorded
     caller = reader(request, "audit.search")
-    node_of(request).sequencer.wait_indexed()
+    node = node_of(request)
+    node.sequencer.wait_indexed()
     query = StoreQuery(
         expr=scope_filter(caller, expr), newest_first=order == "newest", limit=limit, after=cursor
     )
-    rows = node_of(request).store.search(query)
-    events = [{"index": i, "event": orjson.loads(data)} for i, data in rows]
-    next_cursor = rows[-1][0] if len(rows) == limit else None
-    return JSON({"events": events, "next_cursor": next_cursor})
+    rows, more = node.store.search_within(query, node.settings.max_response_bytes)
+    next_cursor = rows[-1][0] if more else None
+    # The stored bytes are the event's canonical JSON: spliced in, not decoded and
+    # encoded again (a page of large events would take several times its size).
+    events = b",".join(b'{"index":%d,"event":%b}' % (index, data) for index, data in rows)
+    del rows
+    return Response(b'{"events":[%b],"next_cursor":%b}' % (events, orjson.dumps(next_cursor)),
+                    media_type="application/json")

@@ -4,11 +4,32 @@ On SIGTERM or SIGINT the server stops taking new work (503 with Retry-After), le
 the requests in flight finish (at most ``shutdown_grace`` seconds), then the
 lifespan shutdown lets the sequencer commit what is queued and sign a final
 checkpoint. A second signal stops at once.
+
+Why uvicorn (httptools) with :mod:`auditfed.api.connections` guarding it: measured
+with ``python -m bench.server_choice`` on 127.0.0.1 (2 shared cores): 1,000
+connections trickling a header line while a client POSTs every 0.25 s for 12 s, then
+50 connections each sending 4 MB of an unfinished header:
+
+========================================  ==============  ==============  ===============
+server                                    POSTs answered  slow conns      RSS, 50 x 4 MB
+                                          200 (median)    after 12 s      headers
+========================================  ==============  ==============  ===============
+uvicorn 0.54, ``limit_concurrency=1000``  0 / 40 (503)    1,000 open      29 -> 235 MB
+uvicorn 0.54 + this guard                 40 / 40 (32 ms) 0 (408 at 10 s) 78 -> 84 MB
+hypercorn 0.18 (h11)                      40 / 40 (39 ms) 0               65 -> 82 MB
+granian 2.8                               35 in 12 s      1,000 open      61 -> 81 MB
+                                          (68 ms)
+========================================  ==============  ==============  ===============
+
+hypercorn holds too, but its pure-Python h11 parser is slower on ingest; granian kept
+every slowloris connection open. uvicorn's ``limit_concurrency`` is not used: it
+answers 503 to authenticated work once unauthenticated clients hold the connections.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 import time
 from types import FrameType
@@ -16,6 +37,7 @@ from types import FrameType
 import uvicorn
 
 from auditfed.api.app import create_app
+from auditfed.api.connections import ConnectionLimits, guarded_protocol
 from auditfed.config import Settings
 from auditfed.ingest.workers import tune_garbage_collector
 from auditfed.node import Node
@@ -45,20 +67,50 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+#: File descriptors kept apart from connections (store, logs, ingest workers' pipes).
+RESERVED_FDS = 128
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (thousands of sockets must
+    not fail with EMFILE); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit", extra={"soft": soft, "error": str(exc)})
+    return soft
+
+
+def connection_limits(settings: Settings, fd_limit: int) -> ConnectionLimits:
+    cap = min(settings.max_connections, max(16, fd_limit - RESERVED_FDS))
+    if cap < settings.max_connections:
+        log.warning("max_connections lowered to fit the open-file limit",
+                    extra={"max_connections": cap, "fd_limit": fd_limit})
+    return ConnectionLimits(max_connections=cap, max_header_bytes=settings.max_header_bytes,
+                            header_timeout=settings.header_timeout, body_timeout=settings.body_timeout)
+
+
 def serve(settings: Settings) -> None:
+    limits = connection_limits(settings, raise_fd_limit())
     node = Node(settings)
     tune_garbage_collector()
     app = create_app(node)
+    protocol = guarded_protocol(limits, node.metrics.registry)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol,
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
-        limit_concurrency=1000,
+        timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]
+        backlog=4096,
     )
     DrainingServer(config, settings.shutdown_grace).run()

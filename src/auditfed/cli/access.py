@@ -170,8 +170,20 @@ class RemoteLog(LogAccess):
 
     def search(self, q: str, limit: int, newest_first: bool) -> list[tuple[int, dict[str, Any]]]:
         order = "newest" if newest_first else "oldest"
-        body = self.client.get_json("/v1/events", q=q, limit=limit, order=order)
-        return [(e["index"], e["event"]) for e in body["events"]]
+        found: list[tuple[int, dict[str, Any]]] = []
+        cursor: int | None = None
+        # A server may answer fewer events than asked (a page is cut at a byte budget):
+        # page on until ``limit`` are in or the server says there are no more.
+        while len(found) < limit:
+            params: dict[str, Any] = {"q": q, "limit": min(1000, limit - len(found)), "order": order}
+            if cursor is not None:
+                params["cursor"] = cursor
+            body = self.client.get_json("/v1/events", **params)
+            found += [(e["index"], e["event"]) for e in body["events"]]
+            cursor = body.get("next_cursor")
+            if cursor is None or not body["events"]:
+                break
+        return found
 
     def close(self) -> None:
         self.client.close()

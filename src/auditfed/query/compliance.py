@@ -31,7 +31,7 @@ from typing import Any
 
 from auditfed.errors import InvalidInput, NotFound
 from auditfed.event.model import normalise_time
-from auditfed.query.reading import Row, checked_value, collect
+from auditfed.query.reading import READ_BYTES, Row, checked_value, collect
 from auditfed.query.traces import assemble_trace, event_summary, trace_rows
 from auditfed.store.base import Store
 from auditfed.store.filters import And, Expr, Or, Term
@@ -167,29 +167,33 @@ def answer_from_rows(resource: str, rows: Sequence[Row], kind: str, *, more: boo
     return answer
 
 
-def _resource_answer(store: Store, resource: str, kind: str, limit: int, scope: Expr | None) -> dict[str, Any]:
+def _resource_answer(store: Store, resource: str, kind: str, limit: int, scope: Expr | None,
+                     max_bytes: int) -> dict[str, Any]:
     checked_value("resource", resource, wildcard=True)
     expr = And((Term("resource", resource), access_expr() if kind == "access" else change_expr()))
     rows, more = collect(store, expr, limit=limit, keep=lambda e: (classify_action(e.get("action") or "")
-                                                                   or ("",))[0] == kind, scope=scope)
+                                                                   or ("",))[0] == kind, scope=scope,
+                         max_bytes=max_bytes)
     return answer_from_rows(resource, rows, kind, more=more)
 
 
-def who_accessed(store: Store, resource: str, *, limit: int = 1000, scope: Expr | None = None) -> dict[str, Any]:
+def who_accessed(store: Store, resource: str, *, limit: int = 1000, scope: Expr | None = None,
+                 max_bytes: int = READ_BYTES) -> dict[str, Any]:
     """When was ``resource`` read, queried, listed or exported, and by whom (newest first).
 
     ``*`` in ``resource`` is a wildcard (``billing.*``)."""
-    return _resource_answer(store, resource, "access", _bounded(limit), scope)
+    return _resource_answer(store, resource, "access", _bounded(limit), scope, max_bytes)
 
 
-def who_changed(store: Store, resource: str, *, limit: int = 1000, scope: Expr | None = None) -> dict[str, Any]:
+def who_changed(store: Store, resource: str, *, limit: int = 1000, scope: Expr | None = None,
+                max_bytes: int = READ_BYTES) -> dict[str, Any]:
     """Every create / update / delete / grant / config change of ``resource`` (newest first)."""
-    return _resource_answer(store, resource, "change", _bounded(limit), scope)
+    return _resource_answer(store, resource, "change", _bounded(limit), scope, max_bytes)
 
 
 def unjustified_changes(
     store: Store, *, since: str | None = None, until: str | None = None, limit: int = 1000,
-    scope: Expr | None = None,
+    scope: Expr | None = None, max_bytes: int = READ_BYTES,
 ) -> dict[str, Any]:
     """Changes with no stated ``reason`` with ``since <= time < until`` (newest first)."""
     terms: list[Expr] = [change_expr()]
@@ -203,7 +207,7 @@ def unjustified_changes(
         found = classify_action(event.get("action") or "")
         return found is not None and found[0] == "change" and not event.get("reason")
 
-    rows, more = collect(store, And(tuple(terms)), limit=_bounded(limit), keep=keep, scope=scope)
+    rows, more = collect(store, And(tuple(terms)), limit=_bounded(limit), keep=keep, scope=scope, max_bytes=max_bytes)
     items = [_answer_item(index, event, classify_action(event["action"])[1])  # type: ignore[index]
              for index, event in rows]
     return {"since": since, "until": until, "count": len(items), "more": more, "changes": items}
@@ -328,6 +332,7 @@ def _walk(roots: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def enforcement(store: Store, trace_id: str, *, scope: Expr | None = None) -> dict[str, Any]:
+def enforcement(store: Store, trace_id: str, *, scope: Expr | None = None,
+                max_bytes: int = READ_BYTES) -> dict[str, Any]:
     """The enforcement verdict of one trace (see :func:`enforcement_from_rows`)."""
-    return enforcement_from_rows(trace_id, trace_rows(store, trace_id, scope=scope))
+    return enforcement_from_rows(trace_id, trace_rows(store, trace_id, scope=scope, max_bytes=max_bytes)[0])

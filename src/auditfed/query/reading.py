@@ -6,6 +6,11 @@ values, never from text, so a value with quotes or SQL in it is only ever a boun
 parameter. Some conditions the index cannot express (an event's ``reason``, a
 directory resolution) are checked on the decoded events; :func:`collect` pages on
 until enough events pass or a scan budget is spent.
+
+Memory does not grow with the events' size: pages are cut at a byte budget
+(:meth:`~auditfed.store.base.Store.search_within`) and :func:`collect` stops, with
+``more``, once the events it keeps reach ``max_bytes`` (the ``max_response_bytes``
+setting).
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from auditfed.store.base import Store
 from auditfed.store.filters import And, Expr, Not, Or, Query, Term
 
 __all__ = [
-    "MAX_EXPR_DEPTH", "MAX_VALUE", "PAGE", "checked_value", "collect", "exact_term", "expr_depth", "iter_matches",
-    "parse_checked", "parse_time_bound", "scoped", "wait_indexed",
+    "MAX_EXPR_DEPTH", "MAX_VALUE", "PAGE", "READ_BYTES", "checked_value", "collect", "exact_term", "expr_depth",
+    "iter_matches", "parse_checked", "parse_time_bound", "scoped", "wait_indexed",
 ]
 
 PAGE = 1000
 MAX_PAGE = 10_001
+#: Event bytes per store page and per answer unless the caller says (``max_response_bytes``).
+READ_BYTES = 8 * 1024 * 1024
 MAX_VALUE = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -66,16 +73,18 @@ def scoped(expr: Expr | None, scope: Expr | None) -> Expr | None:
 
 def iter_matches(
     store: Store, expr: Expr | None, *, newest_first: bool = True, page: int = PAGE,
-    after: int | None = None,
+    after: int | None = None, max_bytes: int = READ_BYTES,
 ) -> Iterator[tuple[int, bytes]]:
-    """Every ``(index, data)`` matching ``expr``, page by page (constant memory)."""
+    """Every ``(index, data)`` matching ``expr``, page by page (at most ``page`` events
+    and ``max_bytes`` of them, or one larger event, in memory at a time)."""
     cursor = after
     while True:
-        rows = store.search(Query(expr, newest_first=newest_first, limit=page, after=cursor))
+        rows, more = store.search_within(Query(expr, newest_first=newest_first, limit=page, after=cursor), max_bytes)
         yield from rows
-        if len(rows) < page:
+        if not more:
             return
         cursor = rows[-1][0]
+        del rows
 
 
 def collect(
@@ -87,8 +96,10 @@ def collect(
     keep: Callable[[dict[str, Any]], bool] | None = None,
     max_scan: int = 200_000,
     scope: Expr | None = None,
+    max_bytes: int = READ_BYTES,
 ) -> tuple[list[Row], bool]:
-    """Up to ``limit`` decoded matches passing ``keep``; and whether more may exist.
+    """Up to ``limit`` decoded matches passing ``keep`` (and up to ``max_bytes`` of
+    them, at least one); and whether more may exist.
 
     ``scope`` narrows every search (a scoped auditor's service / environment). At most
     ``max_scan`` index matches are examined (a post-filter that rejects almost
@@ -98,11 +109,13 @@ def collect(
     out: list[Row] = []
     # one page answers the usual case (and whether there is more) in one query
     page = min(MAX_PAGE, limit + 1) if keep is None else min(MAX_PAGE, max(PAGE, limit + 1))
-    matches = iter_matches(store, expr, newest_first=newest_first, page=page)
+    matches = iter_matches(store, expr, newest_first=newest_first, page=page, max_bytes=max_bytes)
+    kept_bytes = 0
     for scanned, (index, data) in enumerate(matches, start=1):
         event = orjson.loads(data)
         if keep is None or keep(event):
-            if len(out) == limit:
+            kept_bytes += len(data)
+            if len(out) == limit or (out and kept_bytes > max_bytes):
                 return out, True
             out.append((index, event))
         if scanned >= max_scan:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from auditfed.identity.directory import Directory
-from auditfed.query.reading import Row, checked_value, collect
+from auditfed.query.reading import READ_BYTES, Row, checked_value, collect
 from auditfed.query.traces import event_summary, parse_time
 from auditfed.store.base import Store
 from auditfed.store.filters import Expr, Or, Term
@@ -155,9 +155,10 @@ def principal_timeline(
     limit: int = 100,
     gap_seconds: float = DEFAULT_GAP_SECONDS,
     scope: Expr | None = None,
+    max_bytes: int = READ_BYTES,
 ) -> dict[str, Any]:
     """The last ``limit`` events of ``principal`` (aliases expanded), newest first."""
     match = principal_matcher(principal, directory)
     rows, more = collect(store, principal_expr(principal, directory), limit=limit,
-                         keep=lambda event: match(event) is not None, scope=scope)
+                         keep=lambda event: match(event) is not None, scope=scope, max_bytes=max_bytes)
     return build_timeline(principal, rows, directory=directory, gap_seconds=gap_seconds, more=more)

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from auditfed.errors import InvalidInput, NotFound
-from auditfed.query.reading import collect, exact_term
+from auditfed.query.reading import READ_BYTES, collect, exact_term
 from auditfed.store.base import Store
 from auditfed.store.filters import Expr
 
@@ -263,17 +263,21 @@ def check_trace_id(trace_id: str) -> str:
 
 
 def trace_rows(
-    store: Store, trace_id: str, *, limit: int = MAX_TRACE_EVENTS, scope: Expr | None = None
-) -> list[Row]:
-    """Every event of one trace (at most ``limit``, oldest logged first), in time order."""
-    rows, _ = collect(store, exact_term("trace", check_trace_id(trace_id)), limit=limit, newest_first=False,
-                      scope=scope)
-    return time_order(rows)
+    store: Store, trace_id: str, *, limit: int = MAX_TRACE_EVENTS, scope: Expr | None = None,
+    max_bytes: int = READ_BYTES,
+) -> tuple[list[Row], bool]:
+    """Every event of one trace (at most ``limit`` and ``max_bytes``, oldest logged
+    first), in time order; and whether the trace has more."""
+    rows, more = collect(store, exact_term("trace", check_trace_id(trace_id)), limit=limit, newest_first=False,
+                         scope=scope, max_bytes=max_bytes)
+    return time_order(rows), more
 
 
-def get_trace(store: Store, trace_id: str, *, scope: Expr | None = None) -> dict[str, Any]:
-    """The assembled trace; :class:`NotFound` when no event carries ``trace_id``."""
-    rows = trace_rows(store, trace_id, scope=scope)
+def get_trace(store: Store, trace_id: str, *, scope: Expr | None = None,
+              max_bytes: int = READ_BYTES) -> dict[str, Any]:
+    """The assembled trace (``more``: events past the limits were left out); :class:`NotFound`
+    when no event carries ``trace_id``."""
+    rows, more = trace_rows(store, trace_id, scope=scope, max_bytes=max_bytes)
     if not rows:
         raise NotFound(f"no events with trace id {trace_id}")
-    return assemble_trace(trace_id, rows)
+    return {**assemble_trace(trace_id, rows), "more": more}

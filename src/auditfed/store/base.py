@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from auditfed.store.filters import Query
@@ -254,6 +254,34 @@ class Store(abc.ABC):
     def search(self, query: Query) -> list[tuple[int, bytes]]:
         """``(index, data)`` of matching events, in the query's order and page."""
 
+    @abc.abstractmethod
+    def search_sizes(self, query: Query) -> list[tuple[int, int]]:
+        """``(index, bytes of data)`` of what :meth:`search` would return, without reading the data."""
+
+    @abc.abstractmethod
+    def entry_sizes(self, start: int, end: int) -> list[tuple[int, int]]:
+        """``(index, bytes of data)`` of what :meth:`entries` would return, without reading the data."""
+
+    def search_within(self, query: Query, max_bytes: int) -> tuple[list[tuple[int, bytes]], bool]:
+        """:meth:`search`, cut to at most ``max_bytes`` of event data (always at least one
+        event, whatever its size), so a page's memory does not grow with its events' size;
+        and whether more matches may follow (page on from the last index)."""
+        sizes = self.search_sizes(query)
+        count = _within(sizes, max_bytes)
+        if not count:
+            return [], False
+        # The same first ``count`` matches: bounded at the first one, so events appended
+        # since the sizes were read cannot shift the page.
+        first = sizes[0][0]
+        rows = self.search(replace(query, limit=count, after=first + 1 if query.newest_first else first - 1))
+        return rows, count < len(sizes) or len(sizes) == query.limit
+
+    def entries_within(self, start: int, end: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """:meth:`entries` from ``start``, as many as fit in ``max_bytes`` (at least one)."""
+        sizes = self.entry_sizes(start, end)
+        count = _within(sizes, max_bytes)
+        return self.entries(start, sizes[count - 1][0] + 1) if count else []
+
     # --- metadata and tokens ---
     @abc.abstractmethod
     def get_meta(self, key: str) -> str | None: ...
@@ -381,3 +409,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def _within(sizes: Sequence[tuple[int, int]], max_bytes: int) -> int:
+    """How many of ``sizes`` fit in ``max_bytes`` in order; at least one if there is one."""
+    total = 0
+    for count, (_, size) in enumerate(sizes):
+        total += size
+        if total > max_bytes and count:
+            return count
+    return len(sizes)

@@ -715,6 +715,18 @@ class PostgresStore(Store):
 
     # --- queries ---
     def search(self, query: Query) -> list[tuple[int, bytes]]:
+        return [(index, bytes(data)) for index, data in self._search(query, "e.data")]
+
+    def search_sizes(self, query: Query) -> list[tuple[int, int]]:
+        # octet_length() of a TOASTed value reads its stored size, not the value.
+        return self._search(query, "octet_length(e.data)")
+
+    def entry_sizes(self, start: int, end: int) -> list[tuple[int, int]]:
+        return self._all(
+            "SELECT idx, octet_length(data) FROM events WHERE idx >= %s AND idx < %s ORDER BY idx", (start, end)
+        )
+
+    def _search(self, query: Query, column: str) -> list[tuple[int, Any]]:
         where, params = compile_where(query.expr, POSTGRES, table="i")
         args: list[object] = list(params)
         if query.after is not None:
@@ -722,12 +734,11 @@ class PostgresStore(Store):
             args.append(query.after)
         order = "DESC" if query.newest_first else "ASC"
         args.append(query.limit)
-        rows = self._all(
-            f"SELECT i.idx, e.data FROM event_index AS i JOIN events AS e ON e.idx = i.idx"
+        return self._all(
+            f"SELECT i.idx, {column} FROM event_index AS i JOIN events AS e ON e.idx = i.idx"
             f" WHERE {where} ORDER BY i.idx {order} LIMIT %s",
             args,
         )
-        return [(index, bytes(data)) for index, data in rows]
 
     # --- metadata and tokens ---
     def get_meta(self, key: str) -> str | None:

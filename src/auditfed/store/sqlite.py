@@ -591,6 +591,18 @@ class SQLiteStore(Store):
 
     # --- queries ---
     def search(self, query: Query) -> list[tuple[int, bytes]]:
+        return self._search(query, "e.data")
+
+    def search_sizes(self, query: Query) -> list[tuple[int, int]]:
+        # length() of a BLOB reads its size from the record header, not its bytes.
+        return self._search(query, "length(e.data)")
+
+    def entry_sizes(self, start: int, end: int) -> list[tuple[int, int]]:
+        return self._reader().execute(
+            "SELECT idx, length(data) FROM events WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        ).fetchall()
+
+    def _search(self, query: Query, column: str) -> list[tuple[int, Any]]:
         where, params = compile_where(query.expr, SQLITE, table="i")
         args: list[object] = list(params)
         if query.after is not None:
@@ -599,7 +611,7 @@ class SQLiteStore(Store):
         order = "DESC" if query.newest_first else "ASC"
         args.append(query.limit)
         return self._reader().execute(
-            f"SELECT i.idx, e.data FROM event_index AS i JOIN events AS e ON e.idx = i.idx"
+            f"SELECT i.idx, {column} FROM event_index AS i JOIN events AS e ON e.idx = i.idx"
             f" WHERE {where} ORDER BY i.idx {order} LIMIT ?",
             args,
         ).fetchall()
