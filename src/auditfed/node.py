@@ -208,7 +208,7 @@ class Node:
         if self.settings.node_name:
             event["source"]["node"] = self.settings.node_name
         observed = format_time(datetime.now(UTC))
-        prepared = prepare_event(event, 0, _SELF, observed)
+        prepared = prepare_event(event, 0, _SELF, observed, own=True)
         return self.sequencer.submit([prepared])
 
     def apply_retention(self, older_than: timedelta) -> RetentionResult:
