@@ -153,8 +153,11 @@ def test_forged_identity_without_a_token_is_kept_apart_and_out_of_the_victims_ti
         found = http.get("/v1/events", params={"q": f"actor:{VICTIM}", "limit": 500}).json()
         assert index not in [e["index"] for e in found["events"]]
         accessed = http.get("/v1/who-accessed", params={"resource": marker}).json()["accesses"]
+        ocsf = http.get(f"/v1/events/{index}", params={"format": "ocsf"}).json()["event"]
     assert [(a["who"], a["claimed"]["principal"]) for a in accessed] == [("mallory", VICTIM)]
     assert "on_behalf_of" not in accessed[0]
+    assert ocsf["actor"]["user"]["name"] == "mallory" and "session" not in ocsf["actor"]
+    assert "invoked_by" not in ocsf["actor"] and ocsf["unmapped"]["auditfed"]["claimed"]["principal"] == VICTIM
 
 
 def test_a_claim_and_the_same_member_in_place_must_agree(server: Server) -> None:
