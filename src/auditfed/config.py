@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     workloads: list[dict[str, Any]] = Field(
         default_factory=list, description="JWT-authenticated sources ([[workloads]] tables)"
     )
+    # issue #16 item 8 (identity): key fetches of the trusted issuers, one cache per server
+    jwks_timeout: float = Field(5.0, gt=0, le=60, description="seconds a JWKS or discovery request may take")
+    jwks_refetch_cooldown: float = Field(
+        30.0, ge=1, description="server-wide: at most one refetch per issuer per this many seconds for unknown kids"
+    )
     redaction: list[dict[str, Any]] | None = Field(
         None, description="redaction rules ([[redaction]] tables); default rules when unset"
     )

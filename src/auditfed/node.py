@@ -11,6 +11,9 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
+import tempfile
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -146,7 +149,9 @@ class Node:
         self.signer = load_signer(settings)
         self.store: Store = open_store(settings.store_url, fsync=settings.fsync)
         self.metrics = Metrics()
-        self.directory, self.verifier = identity_of(settings)
+        #: The JWKS cache this server's processes share (a private directory for this run).
+        self.jwks_dir = Path(tempfile.mkdtemp(prefix="auditfed-jwks-")) if settings.issuers else None
+        self.directory, self.verifier = identity_of(settings, self.jwks_dir)
         workloads = (
             WorkloadAuthenticator(self.verifier, settings.workloads, self.directory)
             if self.verifier is not None and settings.workloads else None
@@ -208,7 +213,7 @@ class Node:
         if self.settings.node_name:
             event["source"]["node"] = self.settings.node_name
         observed = format_time(datetime.now(UTC))
-        prepared = prepare_event(event, 0, _SELF, observed)
+        prepared = prepare_event(event, 0, _SELF, observed, own=True)
         return self.sequencer.submit([prepared])
 
     def apply_retention(self, older_than: timedelta) -> RetentionResult:
@@ -222,7 +227,11 @@ class Node:
         return result
 
     def start(self) -> None:
-        self.preparer = open_preparer(self.settings, load_salt(self.settings), self.enrichers)
+        inline, self.preparer = self.preparer, open_preparer(
+            self.settings, load_salt(self.settings), self.enrichers, self.jwks_dir)
+        inline.close()
+        if self.verifier is not None:  # the issuers' keys, fetched before the first token needs them
+            threading.Thread(target=self.verifier.prefetch, name="auditfed-jwks-prefetch", daemon=True).start()
         self.sequencer.start()
         self.detection = DetectionService.from_settings(
             self.settings, self.store, self.sequencer, origin=self.origin,
@@ -241,6 +250,8 @@ class Node:
 
     def close(self) -> None:
         self.preparer.close()
+        if self.jwks_dir is not None:
+            shutil.rmtree(self.jwks_dir, ignore_errors=True)
         self.federation.stop()
         if self.detection is not None:
             self.detection.stop(self.settings.shutdown_grace)

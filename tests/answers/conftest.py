@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,10 @@ from support.server import Server, run_cli
 from auditfed.demo import request_scenario
 
 run = run_cli
-DIRECTORY = {"principals": {"alice@corp.example": ["github:alice-gh", "pg:alice_rw", "app:alice"]}}
+#: Principals come from the server's directory, never from a producer's event (a
+#: producer's ``actor.principal`` is kept as ``actor.claimed.principal``).
+DIRECTORY = {"principals": {"alice@corp.example": ["github:alice-gh", "pg:alice_rw", "app:alice", "app:alice_rw"],
+                            "bob@corp.example": ["app:bob"], "carol@corp.example": ["app:carol"]}}
 
 
 #: The answers' tests use plain servers; the alias keeps their annotations readable.
@@ -24,8 +28,8 @@ AnswersServer = Server
 def answers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnswersServer]:
     base = tmp_path_factory.mktemp("answers")
     config = base / "auditfed.toml"
-    aliases = ", ".join(f'"{a}"' for a in DIRECTORY["principals"]["alice@corp.example"])
-    config.write_text(f'[directory.principals]\n"alice@corp.example" = [{aliases}]\n')
+    config.write_text("[directory.principals]\n" + "".join(  # a JSON array of strings is TOML
+        f'"{principal}" = {json.dumps(aliases)}\n' for principal, aliases in DIRECTORY["principals"].items()))
     srv = Server(base / "data", "--config", str(config)).start()
     yield srv
     srv.stop()

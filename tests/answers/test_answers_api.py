@@ -53,7 +53,7 @@ def test_timeline_api_expands_aliases_from_the_directory(answers_server, auditor
     answer = _get(answers_server, auditor, "/v1/principals/alice@corp.example/timeline", limit=50)
     assert "pg:alice_rw" in answer["aliases"]
     services = [e["service"] for e in answer["events"]]
-    # gateway, billing and the database (actor alice_rw, principal set) are alice's; the export
+    # gateway, billing and the database (actor alice_rw, resolved by the directory) are alice's; the export
     # is ci-bot's (acting for her), not hers.
     assert services[:3] == ["postgresql", "billing-api", "web-gateway"]
     assert "s3-export" not in services
@@ -65,7 +65,9 @@ def test_who_accessed_and_who_changed_api(answers_server, auditor, scenario) -> 
     assert [(a["who"], a["action"], a["class"]) for a in accessed["accesses"]] == [
         ("alice@corp.example", "db.query", "query")]
     exported = _get(answers_server, auditor, "/v1/who-accessed", resource="s3://exports/*")
-    assert exported["accesses"][0]["on_behalf_of"] == ["alice@corp.example"]
+    # the export's chain is the producer's word (no token proved it): shown as a claim
+    export = exported["accesses"][0]
+    assert "on_behalf_of" not in export and export["claimed"]["chain"][0]["principal"] == "alice@corp.example"
     changed = _get(answers_server, auditor, "/v1/who-changed", resource="billing-api/rate-limits")
     assert [(c["who"], c.get("reason"), c["where"]["ip"]) for c in changed["changes"]] == [
         ("carol@corp.example", None, "198.51.100.5"), ("bob@corp.example", "CHG-1 raise limits", "198.51.100.4")]

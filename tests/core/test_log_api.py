@@ -111,7 +111,7 @@ def test_search_filters_and_pages(filled: Server, admin: str) -> None:
         indexes = [e["index"] for e in first["events"] + rest["events"]]
         assert indexes == sorted(indexes, reverse=True) and len(set(indexes)) == len(indexes)
         assert len(indexes) == 3 * len([i for i in range(1, 301) if i % 7 == 3])
-        oldest = http.get("/v1/events", params={"q": "actor:bob@corp.example", "order": "oldest",
+        oldest = http.get("/v1/events", params={"q": "actor:bob", "order": "oldest",
                                                 "limit": 5}).json()
         assert [e["index"] for e in oldest["events"]] == sorted(e["index"] for e in oldest["events"])
         bad = http.get("/v1/events", params={"q": "(action:x"})

@@ -69,6 +69,8 @@ class OIDCIssuer:
         self.down: DownMode | None = None
         self.cache_control: str | None = None
         self.jwks_delay = 0.0
+        #: When set, a JWKS request waits (up to 60 s) until the event is set: a slow provider.
+        self.jwks_gate: threading.Event | None = None
         self.jwks_fetches = 0
         self.discovery_fetches = 0
         self._lock = threading.Lock()
@@ -236,6 +238,8 @@ class OIDCIssuer:
                 self.jwks_fetches += 1
             if self.jwks_delay:
                 time.sleep(self.jwks_delay)
+            if self.jwks_gate is not None:
+                self.jwks_gate.wait(60)
             body: dict[str, Any] | None = None if self.down else self.jwks()
         elif path == self.path + "/.well-known/openid-configuration":
             with self._lock:

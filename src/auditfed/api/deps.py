@@ -22,6 +22,14 @@ def authorise(request: Request, *roles: str) -> Caller:
     return caller
 
 
+async def authorise_async(request: Request, *roles: str) -> Caller:
+    """:func:`authorise` for routes on the event loop (the ingest routes, where sources
+    present workload JWTs): a key fetch it needs runs in a thread."""
+    caller = await node_of(request).tokens.aauthenticate(request.headers.get("authorization"))
+    caller.require(*roles)
+    return caller
+
+
 def reader(request: Request, action: str = "audit.read", *, wait: bool = True) -> Caller:
     """An auditor or admin, whose access is itself recorded in the log.
 

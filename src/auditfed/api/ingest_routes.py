@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from auditfed.api.deps import WRITERS, authorise, node_of
+from auditfed.api.deps import WRITERS, authorise_async, node_of
 from auditfed.api.problems import problem
 from auditfed.api.responses import JSON, read_body
 from auditfed.event.model import format_time
@@ -41,7 +41,7 @@ async def post_events(request: Request) -> Response:
     makes the whole request 403, and nothing of it is stored.
     """
     node = node_of(request)
-    caller = authorise(request, *WRITERS)
+    caller = await authorise_async(request, *WRITERS)
     batch = await prepare_body(request, node, caller, EVENTS)
     return answer(await sequence_batch(node, batch))
 

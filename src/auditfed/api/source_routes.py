@@ -60,7 +60,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from auditfed.api.deps import WRITERS, authorise, node_of
+from auditfed.api.deps import WRITERS, authorise_async, node_of
 from auditfed.api.ingest_routes import Ingested, answer, prepare_body, sequence_batch
 from auditfed.api.problems import problem_for
 from auditfed.errors import AuditfedError, NotFound, Unavailable
@@ -148,7 +148,7 @@ async def post_logs(request: Request) -> Response:
     mt = media_type(content_type)
     protobuf = mt in otlp.PROTOBUF_TYPES
     try:
-        caller = authorise(request, *WRITERS)
+        caller = await authorise_async(request, *WRITERS)
         if not protobuf and mt not in otlp.JSON_TYPES:
             raise UnsupportedContentType(
                 f"unsupported content type {content_type!r} for OTLP/HTTP logs: use "
@@ -188,7 +188,7 @@ async def post_ingest(request: Request, format: str) -> Response:
     in the body. 200 once the accepted events are durable.
     """
     node = node_of(request)
-    caller = authorise(request, *WRITERS)
+    caller = await authorise_async(request, *WRITERS)
     name = ALIASES.get(format, format)
     if name not in INGEST_FORMATS:
         raise NotFound(

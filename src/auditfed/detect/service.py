@@ -65,6 +65,7 @@ from auditfed.detect.correlation import parse_time
 from auditfed.detect.webhooks import HostAllowList, legacy_signature, signing_key, standard_signature
 from auditfed.errors import AuditfedError, ConfigError, NotFound
 from auditfed.event.model import format_time
+from auditfed.federation.envelope import FIELD as FEDERATION_FIELD
 from auditfed.identity.tokens import Caller
 from auditfed.ingest.prepare import prepare_event
 from auditfed.ingest.sequencer import Sequencer
@@ -563,11 +564,14 @@ _STOP = object()
 
 def _own_event(event: dict[str, Any]) -> bool:
     source = event.get("source")
+    attributes = event.get("attributes")
     return (
         type(source) is dict
         and source.get("kind") == "auditfed"
         and source.get("service") == "auditfed"
         and event.get("action") in OWN_ACTIONS
+        # a node's event kept by a hub (origin-tagged) is the node's, never the hub's own
+        and not (type(attributes) is dict and FEDERATION_FIELD in attributes)
     )
 
 
@@ -844,7 +848,7 @@ class DetectionService:
         raised_at = _now()
         ids = [alert_id_of(a.key, self.origin) for a in fresh]
         prepared = [
-            prepare_event(self._event_of(alert, alert_id), position, _SELF, raised_at)
+            prepare_event(self._event_of(alert, alert_id), position, _SELF, raised_at, own=True)
             for position, (alert, alert_id) in enumerate(zip(fresh, ids, strict=True))
         ]
         sequenced = self.sequencer.append_sync(prepared)
@@ -954,7 +958,7 @@ class DetectionService:
                                "previous_status": current.status, "status": status,
                                "alert_log_index": current.log_index, "note": note},
             }
-            [result] = self.sequencer.append_sync([prepare_event(event, 0, _SELF, observed)])
+            [result] = self.sequencer.append_sync([prepare_event(event, 0, _SELF, observed, own=True)])
             updated = self.store.update_alert(
                 alert_id, expected=expected, status=status, updated_at=observed,
                 note={"time": observed, "by": f"token:{caller.token_id}", "role": caller.role,

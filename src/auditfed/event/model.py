@@ -3,8 +3,10 @@
 Producers send JSON objects; :func:`validate_event` checks them strictly (no type
 coercion, unknown fields are errors, every error names its field path) and returns a
 plain ``dict`` in canonical shape: times in UTC with microseconds, ``outcome``
-defaulted, server-owned fields (``actor.verified``) removed so that a producer can
-never claim them. The server adds ``observed_time`` and the source binding afterwards.
+defaulted, ``actor.verified`` and ``actor.verification_error`` removed so that a
+producer can never claim them. The server adds ``observed_time`` and the source
+binding afterwards; the ingest path moves a producer's other claims to server-owned
+actor members into ``actor.claimed`` (:mod:`auditfed.identity.actors`).
 
 The model is a tree of ``TypedDict`` classes so that validation yields plain dicts
 (cheap to canonicalise) and the JSON Schema at ``GET /v1/schema/event`` is generated
@@ -81,11 +83,28 @@ class Delegate(TypedDict, total=False):
     principal: ShortText
 
 
+Chain = Annotated[list[Delegate], Field(max_length=16)]
+
+
+class Claimed(TypedDict, total=False):
+    """What the producer said about the actor where only the server may speak: kept
+    and shown, never verified, never indexed as the actor's principal."""
+
+    __pydantic_config__ = _STRICT
+    id: ShortText
+    issuer: ShortText
+    principal: ShortText
+    token_id: ShortText
+    chain: Chain
+
+
 class Actor(TypedDict, total=False):
     __pydantic_config__ = _STRICT
     id: Required[ShortText]
     type: ShortText
+    #: Server-owned: the verified token's issuer. A producer's value goes to ``claimed``.
     issuer: ShortText
+    #: Server-owned: from the verified token or the server's directory, never the producer.
     principal: ShortText
     #: Server-owned: true only when auditfed verified ``token``; producers' value is dropped.
     verified: bool
@@ -93,8 +112,14 @@ class Actor(TypedDict, total=False):
     verification_error: ShortText
     #: A JWT the actor presented; verified at ingest and never stored (``token_id`` is).
     token: Annotated[str, Field(max_length=16384)]
+    #: Server-owned: the verified token's ``jti`` or digest.
     token_id: ShortText
-    chain: Annotated[list[Delegate], Field(max_length=16)]
+    #: Delegation: from the verified token, or relayed from a source record the server
+    #: normalised (Kubernetes impersonation, CloudTrail session issuer); never from a
+    #: producer's own event.
+    chain: Chain
+    #: The producer's claims to the server-owned members above (:class:`Claimed`).
+    claimed: Claimed
     session: ShortText
     ip: ShortText
     user_agent: Text

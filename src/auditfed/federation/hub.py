@@ -465,7 +465,7 @@ class Hub:
         if self.node.settings.node_name:
             event["source"]["node"] = self.node.settings.node_name
         try:
-            prepared = prepare_event(event, 0, _SELF, now)
+            prepared = prepare_event(event, 0, _SELF, now, own=True)
             (sequenced,) = self.node.sequencer.submit([prepared]).result(timeout=30)
         except Exception:
             log.exception("could not log the federation alert", extra={"node": name})

@@ -18,7 +18,16 @@ production identity providers expect of a relying party:
 * **Synchronous** — everything runs on a plain :class:`httpx.Client`, so it can be
   called from threads and from sync code; :meth:`JWKSCache.get_keys` with
   ``allow_fetch=False`` never does I/O, which lets async callers take the fast path on
-  the event loop and push only real fetches to a worker thread.
+  the event loop and push only real fetches to a worker thread. Every fetch has a
+  timeout (``timeout``, 5 s by default).
+* **One cache per server** — with ``shared_dir`` (a private directory the server
+  creates for its run), the processes of one server (the HTTP process and its ingest
+  workers) share one key set per issuer, its freshness, error backoff and the
+  unknown-``kid`` cooldown: a JSON file per issuer, replaced atomically, so reading it
+  takes no lock, and an exclusive ``flock`` around each fetch, under which the
+  process re-reads the file and fetches only if no other process did meanwhile.
+  Times in it are ``time.monotonic()`` values, which Linux keeps one clock for all
+  processes of a boot; the directory does not outlive the server's run.
 
 Only asymmetric signature keys (RSA, EC, OKP) are ever accepted from a key set: a
 symmetric (``oct``) key published in a JWKS is ignored, which (with the algorithm
@@ -27,12 +36,17 @@ allowlist in :mod:`auditfed.identity.oidc`) closes the RS256→HS256 confusion a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,6 +120,7 @@ class _IssuerState:
     discover: bool
     lock: threading.Lock = field(default_factory=threading.Lock)
     keys: dict[str | None, tuple[AsymmetricKey, ...]] = field(default_factory=dict)
+    document: dict[str, Any] | None = None  # the key set as fetched (what is shared)
     fetched_at: float | None = None  # monotonic time of the last successful fetch
     fresh_until: float = 0.0  # keys are fresh until then
     next_attempt: float = 0.0  # no fetch attempt before then (error backoff)
@@ -116,6 +131,14 @@ class _IssuerState:
     last_error: str | None = None
     resolved_jwks_uri: str | None = None
     resolved_at: float = float("-inf")
+    shared_version: int = 0  # the version of the shared file this state holds
+
+
+#: What one process's state shares with the others (see ``shared_dir``).
+_SHARED_FIELDS = ("fetched_at", "fresh_until", "next_attempt", "last_unknown_kid_fetch", "last_error",
+                  "resolved_jwks_uri", "resolved_at")
+#: Shared times whose "never" is -inf (JSON has no infinity: written as null).
+_NEVER_FIELDS = frozenset({"last_unknown_kid_fetch", "resolved_at"})
 
 
 class JWKSCache:
@@ -131,6 +154,9 @@ class JWKSCache:
     :param error_backoff: after a failed fetch, no new attempt for this many seconds.
     :param max_stale: last-known-good keys keep verifying this long past their TTL
         while the provider is unreachable (``None``: forever).
+    :param timeout: seconds a discovery or key-set request may take.
+    :param shared_dir: a private directory shared by the server's processes: one key
+        set, backoff and unknown-``kid`` cooldown per issuer for all of them.
     :param clock: monotonic clock (tests).
     """
 
@@ -145,6 +171,7 @@ class JWKSCache:
         error_backoff: float = 10.0,
         max_stale: float | None = 7 * 86_400.0,
         timeout: float = 5.0,
+        shared_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = http_client or httpx.Client(timeout=timeout, follow_redirects=False)
@@ -156,6 +183,7 @@ class JWKSCache:
         self.error_backoff = error_backoff
         self.max_stale = max_stale
         self._clock = clock
+        self._shared_dir = shared_dir
         self._issuers: dict[str, _IssuerState] = {}
         self._registry_lock = threading.Lock()
 
@@ -221,6 +249,8 @@ class JWKSCache:
             return self._serve_stale(st, kid, now)
         if not allow_fetch:
             raise KeyFetchRequired("key set stale")
+        if self._load_shared(st) and st.keys and self._clock() < st.fresh_until:
+            return self.get_keys(issuer, kid)  # another process fetched: now fresh
         gen = st.generation
         if st.keys and self._lookup(st, kid):
             # stale-while-revalidate: one caller refreshes, the others keep verifying
@@ -232,7 +262,8 @@ class JWKSCache:
         try:
             # nobody fetched while we waited (and the set is still stale)
             if st.generation == gen and not (st.keys and self._clock() < st.fresh_until):
-                self._fetch(st)
+                self._fetch(st, lambda: not (st.keys and self._clock() < st.fresh_until)
+                            and self._clock() >= st.next_attempt)
         finally:
             st.lock.release()
         now = self._clock()
@@ -244,7 +275,7 @@ class JWKSCache:
         """Fetch now (ignoring TTL); True on success. Keeps old keys on failure."""
         st = self._state(issuer)
         with st.lock:
-            return self._fetch(st)
+            return self._fetch(st, lambda: True)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -261,15 +292,20 @@ class JWKSCache:
         return list(st.keys.get(kid, ()))
 
     def _refresh_for_kid(self, st: _IssuerState, kid: str | None) -> list[AsymmetricKey]:
-        gen = st.generation
         with st.lock:
-            now = self._clock()
+            self._load_shared(st)  # another process may have fetched the kid already
             found = self._lookup(st, kid)
             if found:
                 return found
-            if st.generation == gen and now - st.last_unknown_kid_fetch >= self.unknown_kid_cooldown:
+
+            def needed() -> bool:  # under the server-wide lock, with what every process did
+                now = self._clock()
+                if self._lookup(st, kid) or now - st.last_unknown_kid_fetch < self.unknown_kid_cooldown:
+                    return False
                 st.last_unknown_kid_fetch = now
-                self._fetch(st)
+                return True
+
+            self._fetch(st, needed)
             return self._lookup(st, kid)
 
     def _serve_stale(self, st: _IssuerState, kid: str | None, now: float) -> list[AsymmetricKey]:
@@ -278,7 +314,75 @@ class JWKSCache:
         reason = st.last_error or "no keys fetched yet"
         raise JWKSError(f"signing keys of issuer {st.issuer!r} unavailable: {reason}")
 
-    def _fetch(self, st: _IssuerState) -> bool:
+    def _fetch(self, st: _IssuerState, needed: Callable[[], bool]) -> bool:
+        """Fetch if ``needed()`` still says so once this process holds the server-wide
+        lock and has read what the other processes fetched (caller holds ``st.lock``)."""
+        with self._shared_lock(st):
+            self._load_shared(st)
+            if not needed():
+                return bool(st.keys)
+            try:
+                return self._fetch_now(st)
+            finally:
+                self._save_shared(st)
+
+    # -- the state shared by the server's processes ------------------------------------
+
+    def _shared_path(self, st: _IssuerState, suffix: str) -> Path | None:
+        if self._shared_dir is None:
+            return None
+        return self._shared_dir / (hashlib.sha256(st.issuer.encode()).hexdigest()[:32] + suffix)
+
+    @contextlib.contextmanager
+    def _shared_lock(self, st: _IssuerState) -> Iterator[None]:
+        path = self._shared_path(st, ".lock")
+        if path is None:
+            yield
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, even if we die
+            yield
+        finally:
+            os.close(fd)
+
+    def _load_shared(self, st: _IssuerState) -> bool:
+        """Take the shared state when another process wrote a newer one; True if so."""
+        path = self._shared_path(st, ".json")
+        if path is None:
+            return False
+        try:
+            shared = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return False
+        except (OSError, orjson.JSONDecodeError) as exc:
+            log.warning("unreadable shared JWKS state %s: %s", path, _describe(exc))
+            return False
+        if shared["version"] <= st.shared_version:
+            return False
+        if shared["document"] is not None and shared["document"] != st.document:
+            st.keys = _import_key_set(shared["document"])
+            st.document = shared["document"]
+        for name in _SHARED_FIELDS:
+            value = shared[name]
+            setattr(st, name, float("-inf") if value is None and name in _NEVER_FIELDS else value)
+        st.shared_version = shared["version"]
+        st.generation += 1
+        return True
+
+    def _save_shared(self, st: _IssuerState) -> None:
+        path = self._shared_path(st, ".json")
+        if path is None:
+            return
+        st.shared_version += 1
+        state = {"version": st.shared_version, "document": st.document,
+                 **{name: None if getattr(st, name) == float("-inf") else getattr(st, name)
+                    for name in _SHARED_FIELDS}}
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(orjson.dumps(state))
+        partial.replace(path)  # readers see the old state or the new, never half
+
+    def _fetch_now(self, st: _IssuerState) -> bool:
         """One fetch (caller holds ``st.lock``). Never raises for network/format faults.
         ``generation`` is bumped when the attempt is over, so callers that queued on
         the lock during it see the change and do not fetch again."""
@@ -300,6 +404,7 @@ class JWKSCache:
         done = self._clock()
         st.generation += 1
         st.keys = keys
+        st.document = {"keys": [_public(item) for item in doc["keys"] if isinstance(item, dict)]}
         st.fetched_at = done
         st.fresh_until = done + ttl
         st.next_attempt = 0.0
@@ -351,7 +456,7 @@ def _import_key_set(doc: dict[str, Any]) -> dict[str | None, tuple[AsymmetricKey
         ops = item.get("key_ops")
         if ops is not None and "verify" not in ops:
             continue
-        public = {k: v for k, v in item.items() if k not in ("d", "p", "q", "dp", "dq", "qi", "oth")}
+        public = _public(item)
         try:
             key = JWKRegistry.import_key(public)
         except (JoseError, ValueError, TypeError) as exc:
@@ -366,6 +471,11 @@ def _import_key_set(doc: dict[str, Any]) -> dict[str | None, tuple[AsymmetricKey
     if not out:
         raise ValueError("JWKS contains no usable signature keys")
     return {k: tuple(v) for k, v in out.items()}
+
+
+def _public(jwk: dict[str, Any]) -> dict[str, Any]:
+    """A JWK without its private members (a provider may publish them by mistake)."""
+    return {k: v for k, v in jwk.items() if k not in ("d", "p", "q", "dp", "dq", "qi", "oth", "k")}
 
 
 def _describe(exc: BaseException) -> str:

@@ -18,7 +18,10 @@ RFC 8725 JWT Best Current Practices, which this module follows:
   token, its signature or key material.
 
 Verification with cached keys is synchronous and does no I/O; key fetches happen in
-the JWKS cache. Verified results are kept in an LRU keyed by the SHA-256 of the token
+the JWKS cache, never on an event loop: :meth:`TokenVerifier.averify` moves them to a
+thread, and :meth:`TokenVerifier.verify` called on an event loop's thread answers
+``keys_unavailable`` rather than stall every other request behind the fetch.
+Verified results are kept in an LRU keyed by the SHA-256 of the token
 until it expires (at most ``cache_ttl``), because ingest sees the same user token on
 many events; deterministic failures are cached briefly too.
 """
@@ -314,12 +317,20 @@ class TokenVerifier:
         return [i.config for i in self._issuers.values()]
 
     def verify(self, token: str) -> VerifiedToken:
-        """Verify ``token``; may fetch keys (blocking) when they are not cached.
+        """Verify ``token``; may fetch keys (blocking) when they are not cached, except
+        on an event loop's thread, where a needed fetch is :class:`KeysUnavailable`.
 
         :raises TokenInvalid: with ``reason`` (401 at the API)
         :raises KeysUnavailable: the issuer's keys cannot be had (503 at the API)
         """
-        return self._verify(token, allow_fetch=True)
+        if not _on_event_loop():
+            return self._verify(token, allow_fetch=True)
+        try:
+            return self._verify(token, allow_fetch=False)
+        except KeyFetchRequired:
+            raise KeysUnavailable(
+                "keys_unavailable", "the issuer's keys are not at hand yet; retry in a few seconds"
+            ) from None
 
     async def averify(self, token: str) -> VerifiedToken:
         """:meth:`verify` for event loops: runs inline when the keys are cached (no
@@ -496,6 +507,14 @@ class TokenVerifier:
             links.append(ChainLink(id=sub, issuer=act_iss, principal=principal))
             node = node.get("act")
         return tuple(links)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _check_header(header: dict[str, Any]) -> str:

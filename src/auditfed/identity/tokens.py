@@ -69,6 +69,19 @@ class Caller:
         )
 
 
+def _bearer(header: str | None) -> str:
+    if not header:
+        raise Unauthenticated("no bearer token: send Authorization: Bearer <token>")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("the Authorization header must be: Bearer <token>")
+    return token.strip()
+
+
+def _workload_caller(identity: WorkloadIdentity) -> Caller:
+    return Caller(identity.token_id[:64], "source", identity.service, identity.environment, identity)
+
+
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -120,14 +133,25 @@ class TokenAuthority:
 
     def authenticate(self, header: str | None) -> Caller:
         """The caller behind an ``Authorization`` header value; 401 if there is none."""
-        if not header:
-            raise Unauthenticated("no bearer token: send Authorization: Bearer <token>")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("the Authorization header must be: Bearer <token>")
-        token = token.strip()
-        if self.workloads is not None and token.count(".") == 2 and not token.startswith("afd_"):
-            return self._workload(token)
+        token = _bearer(header)
+        if self._is_workload(token):
+            assert self.workloads is not None
+            return _workload_caller(self.workloads.authenticate(token))
+        return self._api_token(token)
+
+    async def aauthenticate(self, header: str | None) -> Caller:
+        """:meth:`authenticate` for event loops: a workload JWT whose issuer's keys must
+        be fetched is verified in a thread, never on the loop."""
+        token = _bearer(header)
+        if self._is_workload(token):
+            assert self.workloads is not None
+            return _workload_caller(await self.workloads.aauthenticate(token))
+        return self._api_token(token)
+
+    def _is_workload(self, token: str) -> bool:
+        return self.workloads is not None and token.count(".") == 2 and not token.startswith("afd_")
+
+    def _api_token(self, token: str) -> Caller:
         if not _TOKEN_SHAPE.match(token):
             raise Unauthenticated("the bearer token is malformed")
         record = self._lookup(token_digest(token))
@@ -139,13 +163,6 @@ class TokenAuthority:
         if record.expires_at is not None and record.expires_at <= now:
             raise Unauthenticated("the bearer token has expired")
         return Caller(record.token_id, record.role, record.service, record.environment)
-
-    def _workload(self, token: str) -> Caller:
-        assert self.workloads is not None
-        identity = self.workloads.authenticate(token)  # 401 / 403 problems of its own
-        return Caller(
-            identity.token_id[:64], "source", identity.service, identity.environment, identity
-        )
 
     def _lookup(self, digest: bytes) -> TokenRecord | None:
         now = time.monotonic()

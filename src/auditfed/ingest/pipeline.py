@@ -74,7 +74,8 @@ def prepare_request(request: IngestRequest, enrichers: tuple[Enricher, ...]) -> 
         raise PayloadTooLarge(
             f"{len(items)} {noun} in one request; the limit is {request.max_events}"
         )
-    batch = prepare_items(items, request.caller, request.observed, enrichers)
+    batch = prepare_items(items, request.caller, request.observed, enrichers,
+                          relayed_chain=request.format != EVENTS)
     if decoded is not None:
         batch.decoded = decoded.without_events()
     return batch

@@ -3,7 +3,11 @@
 The sender's credential is the authority on ``source``: a ``source`` token's service
 (and environment, when the token names one) is written into the event, and an event
 that claims another is refused. Server-owned fields are set here: ``observed_time``,
-``id`` when the producer sent none, and ``actor.verified``.
+``id`` when the producer sent none, and ``actor.verified``; a producer's values of the
+other server-owned actor members are moved to ``actor.claimed``
+(:func:`auditfed.identity.actors.separate_claims`). The events the server writes
+itself (``source.service``/``source.kind`` ``auditfed``, ``federation``) are reserved:
+no token, admin included, may send one (403).
 
 A prepared event carries its canonical bytes (the leaf data, RFC 8785) and leaf hash,
 so that the sequencer's critical section only assigns indexes and writes. Before it
@@ -24,6 +28,7 @@ from auditfed.event import (
     validate_event,
     validate_events,
 )
+from auditfed.identity.actors import apply_verified, separate_claims
 from auditfed.identity.tokens import Caller
 from auditfed.ingest.body import BadItem
 from auditfed.ledger.hashing import leaf_hash
@@ -34,6 +39,12 @@ from auditfed.store.filters import index_key
 #: A stage that may rewrite a validated event before it is canonicalised
 #: (identity verification and resolution, redaction).
 Enricher = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: ``source.service`` of the events the server writes itself (meta-audit, alerts).
+RESERVED_SERVICE = "auditfed"
+#: ``source.kind`` values only the server writes (its own events; a hub's records of
+#: what its nodes sent).
+RESERVED_KINDS = frozenset({"auditfed", "federation"})
 
 
 class Prepared(NamedTuple):
@@ -80,11 +91,14 @@ def prepare_items(
     caller: Caller,
     observed_time: str,
     enrichers: tuple[Enricher, ...] = (),
+    *,
+    relayed_chain: bool = False,
 ) -> PreparedBatch:
     """Prepare every item of a request; a bad item is rejected on its own.
 
-    A source claiming another service raises :class:`~auditfed.errors.Forbidden`
-    for the whole batch.
+    A source claiming another service, or any caller writing as the server itself,
+    raises :class:`~auditfed.errors.Forbidden` for the whole batch. ``relayed_chain``:
+    the items are a normaliser's, whose ``actor.chain`` the source record attested.
     """
     batch = PreparedBatch([], [{} for _ in items])
     # One validation call for the whole batch; item by item (naming each problem)
@@ -97,6 +111,7 @@ def prepare_items(
             continue
         try:
             event = validate_event(item, position=position) if valid is None else valid[position]
+            separate_claims(event["actor"], position, relayed_chain=relayed_chain)
             batch.prepared.append(
                 prepare_valid_event(event, position, caller, observed_time, enrichers)
             )
@@ -143,7 +158,19 @@ def bind_source(event: dict[str, Any], caller: Caller, position: int) -> None:
     if workload is not None and event["actor"]["id"] in (workload.pipeline, workload.subject):
         # The workload's own token proves who this actor is (and, for a CI pipeline,
         # the person who triggered it, in the chain).
-        event["actor"].update(workload.actor_fields())
+        apply_verified(event["actor"], workload.actor_fields())
+
+
+def refuse_reserved_source(source: dict[str, Any], position: int) -> None:
+    """403 for an event that would pass for one the server wrote itself."""
+    for name, reserved in (("service", source.get("service") == RESERVED_SERVICE),
+                           ("kind", source.get("kind") in RESERVED_KINDS)):
+        if reserved:
+            raise Forbidden(
+                f"item {position}: source.{name} {source[name]!r} is reserved for the events "
+                f"auditfed writes itself; send your events as your own service and kind",
+                item=position, field=f"source.{name}",
+            )
 
 
 def prepare_event(
@@ -152,9 +179,13 @@ def prepare_event(
     caller: Caller,
     observed_time: str,
     enrichers: tuple[Enricher, ...] = (),
+    *,
+    own: bool = False,
 ) -> Prepared:
+    """Prepare one event the server made. ``own``: an event of the server itself (its
+    reserved ``source``); anything else is checked as a producer's would be."""
     event = validate_event(obj, position=position)
-    return prepare_valid_event(event, position, caller, observed_time, enrichers)
+    return prepare_valid_event(event, position, caller, observed_time, enrichers, own=own)
 
 
 def prepare_valid_event(
@@ -163,9 +194,13 @@ def prepare_valid_event(
     caller: Caller,
     observed_time: str,
     enrichers: tuple[Enricher, ...] = (),
+    *,
+    own: bool = False,
 ) -> Prepared:
     """:func:`prepare_event` for an event :func:`~auditfed.event.validate_event` passed."""
     bind_source(event, caller, position)
+    if not own:
+        refuse_reserved_source(event["source"], position)
     event["observed_time"] = observed_time
     event.setdefault("time", observed_time)
     fresh_id = "id" not in event

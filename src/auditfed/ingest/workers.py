@@ -10,13 +10,18 @@ server process only reads bodies, sequences and answers.
 Workers are forked from a ``forkserver`` that has imported the pipeline once (so a
 worker starts in milliseconds and never inherits the server's threads or open
 database connections). Each builds its own enrichers from the settings: the same
-principal directory, trusted issuers (with its own JWKS cache) and redaction rules as
-the server. A worker that dies (killed, out of memory) breaks the pool; the preparer
+principal directory, trusted issuers and redaction rules as the server. The issuers'
+keys are not the worker's own: every process of the server shares one JWKS cache
+(one key set, one fetch at a time and one unknown-``kid`` refetch limit per issuer)
+in a private directory the server made for its run (:mod:`auditfed.identity.jwks`).
+A worker that dies (killed, out of memory) breaks the pool; the preparer
 then starts a new pool and retries the request once: preparing is a pure function
 of the request, so a retry can neither lose nor duplicate anything.
 
-``ingest_workers = 0`` prepares inline in the server process (:class:`InlinePreparer`),
-the same function without the processes: for tiny deployments and one-core machines.
+``ingest_workers = 0`` prepares in the server process (:class:`InlinePreparer`), the
+same function without the processes, in one thread beside the event loop (so a key
+fetch of an actor token never stalls the loop): for tiny deployments and one-core
+machines.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from auditfed.identity.actors import ActorResolver
 from auditfed.identity.directory import Directory
+from auditfed.identity.jwks import JWKSCache
 from auditfed.identity.oidc import TokenVerifier
 from auditfed.ingest.pipeline import IngestRequest, prepare_request
 from auditfed.ingest.prepare import Enricher, PreparedBatch
@@ -49,13 +56,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def identity_of(settings: Settings) -> tuple[Directory | None, TokenVerifier | None]:
-    """The principal directory and the verifier of trusted issuers' tokens, if any."""
+def identity_of(
+    settings: Settings, jwks_dir: Path | None = None
+) -> tuple[Directory | None, TokenVerifier | None]:
+    """The principal directory and the verifier of trusted issuers' tokens, if any.
+    ``jwks_dir``: the server's shared JWKS cache (see :class:`JWKSCache`)."""
     directory = Directory.from_config(settings.directory) if settings.directory else None
-    verifier = (
-        TokenVerifier(settings.issuers, directory=directory) if settings.issuers else None
-    )
-    return directory, verifier
+    if not settings.issuers:
+        return directory, None
+    jwks = JWKSCache(timeout=settings.jwks_timeout, unknown_kid_cooldown=settings.jwks_refetch_cooldown,
+                     shared_dir=jwks_dir)
+    return directory, TokenVerifier(settings.issuers, directory=directory, jwks=jwks)
 
 
 def ingest_enrichers(
@@ -85,19 +96,22 @@ class Preparer(Protocol):
 
 
 class InlinePreparer:
-    """Prepares in the calling thread (no worker processes)."""
+    """Prepares in the server process, in one thread (no worker processes): off the
+    event loop, one request at a time as a worker process would."""
 
     def __init__(self, enrichers: tuple[Enricher, ...]) -> None:
         self.enrichers = enrichers
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="auditfed-prepare")
 
     async def prepare(self, request: IngestRequest) -> PreparedBatch:
-        return prepare_request(request, self.enrichers)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, prepare_request, request, self.enrichers)
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(function, *args)
 
     def close(self) -> None:
-        pass
+        self._thread.shutdown(wait=True)
 
 
 def tune_garbage_collector() -> None:
@@ -114,13 +128,13 @@ def tune_garbage_collector() -> None:
 _enrichers: tuple[Enricher, ...] = ()
 
 
-def _start_worker(settings: Settings, salt: bytes, server_pid: int) -> None:
+def _start_worker(settings: Settings, salt: bytes, server_pid: int, jwks_dir: Path | None) -> None:
     global _enrichers
     from auditfed.observability import configure_logging
 
     _exit_with(server_pid)
     configure_logging(settings.log_level, settings.log_format)
-    directory, verifier = identity_of(settings)
+    directory, verifier = identity_of(settings, jwks_dir)
     _enrichers = ingest_enrichers(verifier, directory, Redactor(settings.redaction, salt))
     tune_garbage_collector()
 
@@ -171,10 +185,11 @@ def _ready() -> bool:
 class ProcessPreparer:
     """Prepares in a pool of ``workers`` processes."""
 
-    def __init__(self, settings: Settings, salt: bytes, workers: int) -> None:
+    def __init__(self, settings: Settings, salt: bytes, workers: int, jwks_dir: Path | None = None) -> None:
         self._settings = settings
         self._salt = salt
         self._workers = workers
+        self._jwks_dir = jwks_dir
         self._lock = threading.Lock()
         self._pool = self._new_pool()
 
@@ -183,7 +198,7 @@ class ProcessPreparer:
         context.set_forkserver_preload(["auditfed.ingest.workers"])
         pool = ProcessPoolExecutor(
             self._workers, mp_context=context,
-            initializer=_start_worker, initargs=(self._settings, self._salt, os.getpid()),
+            initializer=_start_worker, initargs=(self._settings, self._salt, os.getpid(), self._jwks_dir),
         )
         # Start every worker now, not on the first request.
         for _ in range(self._workers):
@@ -213,9 +228,11 @@ class ProcessPreparer:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def open_preparer(settings: Settings, salt: bytes, enrichers: tuple[Enricher, ...]) -> Preparer:
+def open_preparer(
+    settings: Settings, salt: bytes, enrichers: tuple[Enricher, ...], jwks_dir: Path | None = None
+) -> Preparer:
     """The node's preparer: worker processes, or inline when ``ingest_workers`` is 0."""
     workers = worker_count(settings)
     if workers == 0:
         return InlinePreparer(enrichers)
-    return ProcessPreparer(settings, salt, workers)
+    return ProcessPreparer(settings, salt, workers, jwks_dir)

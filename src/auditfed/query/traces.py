@@ -85,6 +85,9 @@ def event_summary(index: int, event: dict[str, Any]) -> dict[str, Any]:
     chain = actor.get("chain")
     if chain:
         summary["on_behalf_of"] = [link.get("principal") or link.get("id") for link in chain]
+    if actor.get("claimed"):
+        # shown apart and as said: the producer's claims, never the verified identity
+        summary["claimed"] = actor["claimed"]
     if policy:
         summary["policy"] = policy
     if event.get("reason"):

@@ -305,7 +305,7 @@ def to_ocsf(event: dict[str, Any], index: int | None = None) -> dict[str, Any]:
         ("action", event["action"]), ("outcome", outcome), ("resource", resource or None),
         ("source", source or None), ("request_id", event.get("request_id")),
         ("reason", event.get("reason")), ("policy", policy or None),
-        ("trace", trace or None), ("chain", chain or None),
+        ("trace", trace or None), ("chain", chain or None), ("claimed", actor_in.get("claimed")),
     ) if v is not None}
     out["unmapped"] = {"auditfed": unmapped}
     return out
