@@ -8,6 +8,7 @@ answers in milliseconds) so that a loaded machine does not make them flake.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.server import Server
 
 from auditfed.detect import DetectionEngine
+from auditfed.detect.matchers import _ONE, _WILD, _glob
 from auditfed.detect.rules import load_rules
 from auditfed.errors import ConfigError, PayloadTooLarge
 from auditfed.identity.directory import Directory, DirectoryRule
@@ -204,6 +208,20 @@ def test_sigma_catastrophic_patterns_complete_and_still_match(detection: str, go
     matched, took = _timed(lambda: engine.matching_rules(hostile))
     assert matched == [] and took < BOUND_S, f"{took:.1f}s"
     assert engine.matching_rules(event(actor={"id": good}))
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(
+    pattern=st.lists(st.sampled_from(["*", "?", "a", "b", "ab", "A", "é", "."]), max_size=7),
+    value=st.text(alphabet="abAB.é\n", max_size=12),
+    cased=st.booleans(),
+)
+def test_wildcards_mean_what_a_regex_would(pattern: list[str], value: str, cased: bool) -> None:
+    """The linear glob matcher agrees with the anchored regex Sigma wildcards stand for."""
+    parts = [_WILD if p == "*" else _ONE if p == "?" else p for p in pattern]
+    regex = "".join(".*" if p == "*" else "." if p == "?" else re.escape(p) for p in pattern)
+    flags = re.DOTALL | (0 if cased else re.IGNORECASE)
+    assert _glob(parts, cased)(value) is (re.fullmatch(regex, value, flags) is not None)
 
 
 @pytest.mark.parametrize("pattern", [r"(\w)\1", "(?<=x)y", "(?!x)y", r"a\Z"])
