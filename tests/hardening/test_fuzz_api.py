@@ -127,3 +127,47 @@ def test_server_is_alive_and_healthy_after_the_fuzz(fuzz_server: Server) -> None
     assert answer.status_code == 200 and answer.json()["status"] == "ok"
     unhandled = Path(fuzz_server.log_path).read_text(errors="replace").count('"message":"unhandled error"')
     assert unhandled <= len(EXCUSED), f"{unhandled} unhandled errors in the server log, {len(EXCUSED)} known"
+
+
+# --- the 500s the fuzz found, one regression test each ---------------------------------------------
+
+
+def _assert_problem(answer: httpx.Response, status: int) -> None:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["status"] == status and answer.json()["detail"]
+
+
+def test_consistency_proof_from_the_empty_tree_is_a_400(fuzz_server: Server, tokens: dict[str, str | None]) -> None:
+    with fuzz_server.client(tokens["auditor"]) as http:
+        _assert_problem(http.get("/v1/log/proof/consistency", params={"old": 0, "new": 1}), 400)
+        assert http.get("/v1/log/proof/consistency", params={"old": 0, "new": 0}).json()["hashes"] == []
+
+
+def test_token_expiry_beyond_any_date_is_a_400(fuzz_server: Server) -> None:
+    with fuzz_server.client(fuzz_server.admin_token) as http:
+        body = {"role": "source", "service": "fuzz-api", "expires_in_seconds": 10**12}
+        _assert_problem(http.post("/v1/tokens", json=body), 400)
+        assert http.post("/v1/tokens", json={**body, "expires_in_seconds": 3600}).status_code == 201
+
+
+def test_k8s_record_with_a_list_stage_is_a_record_error_not_a_500(fuzz_server: Server,
+                                                                  tokens: dict[str, str | None]) -> None:
+    record = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": "a1", "stage": ["ResponseComplete"],
+              "verb": "get", "requestURI": 7, "objectRef": {"resource": "pods", "subresource": ["log"]},
+              "user": {"username": "alice"}, "stageTimestamp": "2026-11-27T10:00:00Z"}
+    with fuzz_server.client(tokens["source"]) as http:
+        answer = http.post("/v1/ingest/k8s-audit", json=[record])
+    assert answer.status_code in (200, 422), answer.text  # mapped, or refused as a record: never a 500
+
+
+def test_federation_batch_with_non_string_hashes_is_a_400(fuzz_server: Server) -> None:
+    from auditfed.ledger import Signer
+
+    key = Signer.generate("fuzz-node.example/log").verifier_key()
+    with fuzz_server.client(fuzz_server.admin_token) as http:
+        enrolled = http.post("/v1/federation/nodes", json={"name": "fuzz-node", "key": key})
+    assert enrolled.status_code == 201, enrolled.text
+    with fuzz_server.client(enrolled.json()["token"]) as http:
+        batch = {"start": 0, "leaves": [], "checkpoint": "x", "proof": [{"not": "a hash"}]}
+        _assert_problem(http.post("/v1/federation/nodes/fuzz-node/entries", json=batch), 400)

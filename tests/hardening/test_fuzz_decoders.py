@@ -148,7 +148,8 @@ def to_json(value: Any) -> bytes:
 
 NOW = "2026-11-27T10:00:00Z"
 K8S = [orjson.loads(p.read_bytes()) for p in sorted((DATA / "k8s-audit").glob("*.json"))]
-CLOUDTRAIL = [orjson.loads(p.read_bytes()) for p in sorted((DATA / "cloudtrail" / "stratus-red-team").glob("*.json"))[:4]]
+CLOUDTRAIL = [orjson.loads(p.read_bytes())
+              for p in sorted((DATA / "cloudtrail" / "stratus-red-team").glob("*.json"))[:4]]
 GITHUB = [{"@timestamp": 1716203287012, "_document_id": "Xr0vyvg2", "action": "repo.destroy", "actor": "octocat",
            "actor_id": 583231, "actor_ip": "192.0.2.10", "actor_location": {"country_code": "US"},
            "created_at": 1716203287012, "org": "octo-org", "repo": "octo-org/octo-repo", "user": "hubot",
@@ -161,7 +162,8 @@ OKTA = [{"uuid": "dc9fd3c0-598c-11ef-8478-2b7584bf8d5a", "published": "2024-08-1
          "outcome": {"result": "SUCCESS", "reason": None},
          "target": [{"id": "00u1", "type": "User", "alternateId": "alice@corp.example"}],
          "transaction": {"type": "WEB", "id": "ZrsH3B9"}, "authenticationContext": {"externalSessionId": "102b"},
-         "debugContext": {"debugData": {"requestUri": "/api/v1/authn"}}, "request": {"ipChain": [{"ip": "203.0.113.7"}]}}]
+         "debugContext": {"debugData": {"requestUri": "/api/v1/authn"}},
+         "request": {"ipChain": [{"ip": "203.0.113.7"}]}}]
 CLOUDEVENTS = [{"specversion": "1.0", "id": "A234", "source": "https://github.com/cloudevents/spec/pull",
                 "type": "com.github.pull_request.opened", "subject": "123", "time": "2018-04-05T17:31:00Z",
                 "datacontenttype": "application/json", "authtype": "app_user", "authid": "alice",
@@ -170,7 +172,8 @@ CLOUDEVENTS = [{"specversion": "1.0", "id": "A234", "source": "https://github.co
 PGAUDIT_JSONLOG = [{"timestamp": "2026-11-27 10:00:00.000 UTC", "user": "alice", "dbname": "app", "pid": 42,
                     "error_severity": "LOG", "remote_host": "10.0.0.1", "session_id": "6750a1.2a",
                     "message": "AUDIT: SESSION,1,1,READ,SELECT,TABLE,public.t,select 1,<not logged>"}]
-OTLP_JSON = [{"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "billing"}}]},
+OTLP_SERVICE = {"key": "service.name", "value": {"stringValue": "billing"}}
+OTLP_JSON = [{"resourceLogs": [{"resource": {"attributes": [OTLP_SERVICE]},
                                 "scopeLogs": [{"scope": {"name": "audit"}, "logRecords": [{
                                     "timeUnixNano": "1732701600000000000", "severityText": "INFO",
                                     "traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00f067aa0ba902b7",
@@ -373,3 +376,25 @@ def test_evidence_verify_reports_hostile_bundles(bundle: tuple[list[bytes], str]
         only_our_errors(evidence.verify, changed, key)
 
     check()
+
+
+# --- the crashes the fuzz found, one regression test each --------------------------------------------
+
+
+def test_k8s_stage_subresource_and_uri_of_any_type_are_judged_per_record() -> None:
+    record = {**K8S[0], "auditID": "hostile-1", "stage": ["ResponseComplete"], "requestURI": 7,
+              "objectRef": {"subresource": ["log"]}}
+    decoded = DECODERS["k8s-audit"](to_json([record, K8S[0]]), "application/json", {}, None)
+    assert decoded.positions == [0, 1]  # the hostile record is an event or a record error, the other one unharmed
+
+
+def test_federation_batch_hashes_must_be_strings() -> None:
+    with pytest.raises(AuditfedError, match="base64 hashes"):
+        decode_batch({**BATCH, "prior": [{"base64": "AAE="}]})
+
+
+def test_note_with_a_lone_surrogate_is_a_signature_error() -> None:
+    from auditfed.errors import SignatureError
+
+    with pytest.raises(SignatureError, match="not UTF-8"):
+        open_note(NOTE.replace("fuzz", "f\ud800z", 1), [VERIFIER])
