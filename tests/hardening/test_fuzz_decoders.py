@@ -251,17 +251,72 @@ def test_body_inflate_and_json_items_survive_anything(body: bytes, gzipped: bool
             only_our_errors(parse_json_items, inflated, content_type)
 
 
+def _otlp_protobuf() -> bytes:
+    from google.protobuf.json_format import ParseDict
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = orjson.loads(orjson.dumps(OTLP_JSON[0]))
+    record = request["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    for key in ("traceId", "spanId"):  # the protobuf JSON mapping wants base64, OTLP/JSON hex
+        record[key] = base64.b64encode(bytes.fromhex(record[key])).decode()
+    return ParseDict(request, ExportLogsServiceRequest()).SerializeToString()
+
+
+OTLP_PROTOBUF = _otlp_protobuf()
+
+
+@st.composite
+def corrupted(draw: st.DrawFn, data: bytes) -> bytes:
+    """``data`` with a few bytes overwritten, inserted or cut (lengths and tags go wrong)."""
+    out = bytearray(data)
+    for _ in range(draw(st.integers(min_value=1, max_value=6))):
+        at = draw(st.integers(min_value=0, max_value=max(len(out) - 1, 0)))
+        piece = draw(st.binary(min_size=1, max_size=4))
+        action = draw(st.sampled_from(["overwrite", "insert", "cut"]))
+        if action == "overwrite":
+            out[at:at + len(piece)] = piece
+        elif action == "insert":
+            out[at:at] = piece
+        else:
+            del out[at:at + len(piece)]
+    return bytes(out)
+
+
 @FUZZ
-@given(body=st.binary(min_size=1, max_size=400))
+@given(body=st.one_of(st.binary(min_size=1, max_size=400), corrupted(OTLP_PROTOBUF)))
 def test_otlp_protobuf_survives_corrupt_messages(body: bytes) -> None:
     only_our_errors(_ingest, "otlp", body, "application/x-protobuf")
+
+
+PGAUDIT_FIELDS = ["AUDIT: SESSION", "1", "1", "READ", "SELECT", "TABLE", "public.t", '"select 1, 2"', "<not logged>"]
+
+
+@st.composite
+def pgaudit_lines(draw: st.DrawFn) -> bytes:
+    """stderr log lines (Debian's prefix) whose pgaudit CSV fields are hostile, with continuations."""
+    fields = [draw(st.one_of(st.just(f), HOSTILE_TEXT)) for f in PGAUDIT_FIELDS]
+    kept = draw(st.integers(min_value=0, max_value=len(fields)))
+    fields = fields[:kept] + draw(st.lists(HOSTILE_TEXT, max_size=2))
+    prefix = draw(st.sampled_from(["2026-11-27 10:00:00.123 UTC [42] alice@app ", "2026-11-27 10:00:00 UTC [x] ",
+                                   "", "\t", "2026-11-27 10:00:00.123 UTC [42] @ "]))
+    severity = draw(st.sampled_from(["LOG:  ", "ERROR:  ", "STATEMENT:  ", ""]))
+    line = prefix + severity + ",".join(fields)
+    continuation = draw(st.lists(st.sampled_from(["\tmore", "\t", "\x00", "\ud800"]), max_size=2))
+    return "\n".join([line, *continuation]).encode(errors="surrogatepass")
+
+
+@FUZZ
+@given(body=pgaudit_lines(), prefix=st.sampled_from([None, "%m [%p] %q%u@%d ", "%t %r %a %%", "%", "%Q %z "]))
+def test_pgaudit_text_survives_hostile_lines(body: bytes, prefix: str | None) -> None:
+    headers = {} if prefix is None else {"x-pgaudit-log-line-prefix": prefix}
+    only_our_errors(_ingest, "pgaudit", body, "text/plain", SOURCE, headers)
 
 
 # --- the query language ----------------------------------------------------------------------------
 
 QUERY_WORDS = st.sampled_from([
     "actor:", "action:", "service:", "resource:", "outcome:", "time>=", "time<", "time>", "time<=", "id:",
-    "environment:", "trace:", "AND", "OR", "NOT", "(", ")", '"', "*", "\\", ":", "now", "now-1h", "now-99d",
+    "environment:", "trace:", "AND", "OR", "NOT", "(", ")", '"', "*", "\\", ":", "now", "now-1h", "now-99d", "now-999999d",
     "2026-11-01", "2026-11-01T00:00:00Z", "alice", "db.*", "\x00", "\ud800", "é", " ", "-", "=", ">", "<",
 ])
 
