@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from auditfed.errors import AuditfedError
@@ -324,6 +324,9 @@ QUERY_WORDS = st.sampled_from([
 @FUZZ
 @given(text=st.one_of(st.lists(QUERY_WORDS, max_size=30).map("".join), st.lists(QUERY_WORDS, max_size=30).map(" ".join),
                       st.text(max_size=200)))
+@example(text="time>=now-999999d")  # issue #16's named case: the KNOWN_ISSUE16_CRASHES entry until fixed
+@example(text="(" * 2000)
+@example(text="NOT " * 1000 + "actor:a")
 def test_query_language_survives_hostile_text(text: str) -> None:
     only_our_errors(parse_query, text)
     only_our_errors(parse_checked, text)
