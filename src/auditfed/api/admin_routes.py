@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from auditfed.api.deps import authorise, node_of, record
+from auditfed.api.problems import media_response
 from auditfed.api.responses import JSON
 from auditfed.errors import NotFound
 from auditfed.event import event_json_schema
@@ -24,10 +25,11 @@ class TokenRequest(BaseModel):
     service: str | None = Field(None, min_length=1, max_length=512)
     environment: str | None = Field(None, min_length=1, max_length=512)
     description: str | None = Field(None, max_length=1024)
-    expires_in_seconds: int | None = Field(None, gt=0)
+    # Bounded so the expiry stays a representable date (a larger value was an OverflowError, a 500).
+    expires_in_seconds: int | None = Field(None, gt=0, le=100 * 365 * 86400, description="at most 100 years")
 
 
-@router.post("/v1/tokens", tags=["admin"], summary="Create a bearer token")
+@router.post("/v1/tokens", tags=["admin"], summary="Create a bearer token", status_code=201)
 def create_token(request: Request, body: TokenRequest) -> Response:
     caller = authorise(request, "admin")
     expires = (
@@ -49,7 +51,7 @@ def list_tokens(request: Request) -> Response:
     return JSON({"tokens": [asdict(r) for r in node_of(request).tokens.list()]})
 
 
-@router.delete("/v1/tokens/{token_id}", tags=["admin"], summary="Revoke a token")
+@router.delete("/v1/tokens/{token_id}", tags=["admin"], summary="Revoke a token", status_code=204)
 def revoke_token(request: Request, token_id: str) -> Response:
     caller = authorise(request, "admin")
     if not node_of(request).tokens.revoke(token_id):
@@ -58,7 +60,9 @@ def revoke_token(request: Request, token_id: str) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/schema/event", tags=["schema"], summary="The event's JSON Schema")
+@router.get("/v1/schema/event", tags=["schema"], summary="The event's JSON Schema",
+            response_class=Response,
+            responses=media_response("application/schema+json", "JSON Schema (2020-12)", {"type": "object"}))
 def get_event_schema() -> Response:
     return JSON(event_json_schema(), media_type="application/schema+json")
 
@@ -75,7 +79,8 @@ def healthz(request: Request) -> Response:
     })
 
 
-@router.get("/metrics", tags=["ops"])
+@router.get("/metrics", tags=["ops"], response_class=Response,
+            responses=media_response("text/plain", "Prometheus text exposition"))
 def metrics(request: Request) -> Response:
     return Response(
         generate_latest(node_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST

@@ -31,6 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from auditfed.api.deps import READERS, authorise, node_of, record
+from auditfed.api.problems import media_response
 from auditfed.api.responses import JSON
 from auditfed.detect.service import DetectionService, alert_document
 from auditfed.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unavailable
@@ -126,7 +127,8 @@ def list_alerts(
     })
 
 
-@router.get("/v1/alerts/stream", summary="New alerts as server-sent events")
+@router.get("/v1/alerts/stream", summary="New alerts as server-sent events", response_class=Response,
+            responses=media_response("text/event-stream", "one alert per event, comments as keep-alives"))
 async def stream_alerts(
     request: Request,
     level: Level | None = Query(None, description="only alerts of this level or above"),

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from auditfed.api.deps import READERS, authorise, node_of, reader, record, scope_filter
+from auditfed.api.problems import media_response
 from auditfed.api.responses import JSON
 from auditfed.errors import InvalidInput
 from auditfed.query import compliance, evidence
@@ -107,7 +108,9 @@ class EvidenceRequest(BaseModel):
                                         description="add consistency proofs from these older tree sizes")
 
 
-@router.post("/v1/evidence", summary="An offline-verifiable evidence bundle (JSON Lines, streamed)")
+@router.post("/v1/evidence", summary="An offline-verifiable evidence bundle (JSON Lines, streamed)",
+             response_class=Response,
+             responses=media_response("application/x-ndjson", "the bundle, one JSON document a line"))
 async def evidence_bundle(request: Request, body: EvidenceRequest) -> Response:
     caller = authorise(request, *READERS)
     node = node_of(request)

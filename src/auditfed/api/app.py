@@ -25,7 +25,7 @@ from auditfed.api import (
     query_routes,
     source_routes,
 )
-from auditfed.api.problems import problem
+from auditfed.api.problems import COMMON_PROBLEMS, problem
 from auditfed.node import Node
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ def create_app(node: Node, *, start_node: bool = True) -> FastAPI:
         version=__version__,
         summary="One provable audit trail across services, data stores, pipelines and clouds.",
         lifespan=lifespan,
+        responses=COMMON_PROBLEMS,
     )
     app.state.node = node
     app.state.draining = False

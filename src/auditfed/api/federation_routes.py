@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import PlainTextResponse, Response
 
 from auditfed.api.deps import READERS, authorise, node_of, record
+from auditfed.api.problems import BODY_PROBLEMS
 from auditfed.api.responses import JSON, read_body
 from auditfed.errors import Forbidden, InvalidInput
 from auditfed.federation.hub import enrol_node, node_summary, reinstate_node
@@ -50,18 +51,18 @@ class Reinstatement(BaseModel):
     rebaseline: bool = False
 
 
-@router.get("/v1/federation/witness-key", summary="The hub's witness verifier key")
+@router.get("/v1/federation/witness-key", summary="The hub's witness verifier key", response_class=PlainTextResponse)
 def get_witness_key(request: Request) -> Response:
     return PlainTextResponse(node_of(request).federation.hub.witness_key() + "\n")
 
 
-@router.get("/v1/federation/checkpoint", summary="The latest cosigned checkpoint")
+@router.get("/v1/federation/checkpoint", summary="The latest cosigned checkpoint", response_class=PlainTextResponse)
 def get_cosigned_checkpoint(request: Request) -> Response:
     note = cosigned_checkpoint(node_of(request).store)
     return PlainTextResponse(note, headers={"Cache-Control": "no-store"})
 
 
-@router.post("/v1/federation/nodes", summary="Enrol a node (admin)")
+@router.post("/v1/federation/nodes", summary="Enrol a node (admin)", status_code=201)
 def post_node(request: Request, body: Enrolment) -> Response:
     caller = authorise(request, "admin")
     token, enrolled = enrol_node(node_of(request).store, body.name, body.key)
@@ -82,7 +83,8 @@ def get_position(request: Request, name: str) -> Response:
     return JSON(node_of(request).federation.hub.position(name))
 
 
-@router.post("/v1/federation/nodes/{name}/entries", summary="Forward a batch of node entries")
+@router.post("/v1/federation/nodes/{name}/entries", summary="Forward a batch of node entries",
+             responses=BODY_PROBLEMS)
 async def post_entries(request: Request, name: str) -> Response:
     caller = authorise(request, "node")
     if caller.service != name:

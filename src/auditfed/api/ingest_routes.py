@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from auditfed.api.deps import WRITERS, authorise_async, node_of
-from auditfed.api.problems import problem
+from auditfed.api.problems import BODY_PROBLEMS, problem
 from auditfed.api.responses import JSON, read_body
 from auditfed.event.model import format_time
 from auditfed.identity.tokens import Caller
@@ -31,7 +31,7 @@ _BODY_DOC = {
 }
 
 
-@router.post("/v1/events", openapi_extra=_BODY_DOC, summary="Append audit events")
+@router.post("/v1/events", openapi_extra=_BODY_DOC, summary="Append audit events", responses=BODY_PROBLEMS)
 async def post_events(request: Request) -> Response:
     """One event, a JSON array or NDJSON; gzip accepted. 200 once durable.
 

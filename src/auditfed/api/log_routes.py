@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, Response
 
 from auditfed.api.deps import node_of, reader
+from auditfed.api.problems import problem_responses
 from auditfed.api.responses import JSON
 from auditfed.errors import Forbidden, Gone, InvalidInput, NotFound
 from auditfed.ledger import consistency_proof, inclusion_proof
@@ -26,7 +27,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-@router.get("/v1/log/checkpoint", summary="A signed checkpoint (C2SP signed note)")
+@router.get("/v1/log/checkpoint", summary="A signed checkpoint (C2SP signed note)", response_class=PlainTextResponse)
 async def get_checkpoint(
     request: Request,
     size: int | None = Query(None, ge=0, description="the checkpoint signed at this size"),
@@ -49,12 +50,12 @@ async def get_checkpoint(
     return PlainTextResponse(record.note, headers={"Cache-Control": "no-store"})
 
 
-@router.get("/v1/log/key", summary="The log's verifier key")
+@router.get("/v1/log/key", summary="The log's verifier key", response_class=PlainTextResponse)
 def get_key(request: Request) -> Response:
     return PlainTextResponse(node_of(request).signer.verifier_key() + "\n")
 
 
-@router.get("/v1/log/entries", summary="Leaf data of entries [start, end)")
+@router.get("/v1/log/entries", summary="Leaf data of entries [start, end)", responses=problem_responses(410))
 def get_entries(
     request: Request,
     start: int = Query(ge=0),
@@ -113,6 +114,8 @@ def get_consistency_proof(
     _tree_size(node, new)
     if old > new:
         raise InvalidInput(f"old size {old} is larger than new size {new}")
+    if old == 0 < new:
+        raise InvalidInput("there is no consistency proof from the empty tree: ask from old size 1 or more")
     hashes = consistency_proof(old, new, node.store)
     return JSON({"old": old, "new": new, "hashes": [_b64(h) for h in hashes]})
 

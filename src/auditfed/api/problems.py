@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -19,6 +20,39 @@ log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 TYPE_BASE = "https://auditfed.dev/problems/"
+
+#: An RFC 9457 problem document as the OpenAPI document describes every error answer.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem answers with these statuses."""
+    return {
+        status: {"description": HTTPStatus(status).phrase, "content": {PROBLEM_TYPE: {"schema": PROBLEM_SCHEMA}}}
+        for status in statuses
+    }
+
+
+#: What any route may answer: a malformed request (400), no or an unknown token (401), a
+#: role that may not (403), nothing there (404), a document that does not validate or
+#: verify (422), too much load (429) or a server shutting down or overloaded (503).
+COMMON_PROBLEMS = problem_responses(400, 401, 403, 404, 422, 429, 503)
+#: What a route that reads a request body may answer besides: too large, or not a type it reads.
+BODY_PROBLEMS = problem_responses(413, 415)
+
+
+def media_response(media_type: str, description: str, schema: dict[str, Any] | None = None) -> dict[int | str, Any]:
+    """An OpenAPI ``responses`` entry for a 200 answer in a media type other than JSON."""
+    return {200: {"description": description, "content": {media_type: {"schema": schema or {"type": "string"}}}}}
 
 
 def problem(status: int, title: str, detail: str, **extensions: Any) -> Response:

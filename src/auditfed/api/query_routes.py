@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from auditfed.api.deps import node_of, reader, scope_filter
+from auditfed.api.problems import problem_responses
 from auditfed.api.responses import JSON
 from auditfed.errors import Gone, NotFound
 from auditfed.query.language import parse_query
@@ -18,7 +19,7 @@ from auditfed.store.filters import Query as StoreQuery
 router = APIRouter(tags=["query"])
 
 
-@router.get("/v1/events/{index}", summary="One event by its log index")
+@router.get("/v1/events/{index}", summary="One event by its log index", responses=problem_responses(410))
 def get_event(
     request: Request,
     index: int,

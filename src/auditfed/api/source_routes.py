@@ -57,12 +57,12 @@ naming the parameter.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from auditfed.api.deps import WRITERS, authorise_async, node_of
 from auditfed.api.ingest_routes import Ingested, answer, prepare_body, sequence_batch
-from auditfed.api.problems import problem_for
+from auditfed.api.problems import BODY_PROBLEMS, problem_for
 from auditfed.errors import AuditfedError, NotFound, Unavailable
 from auditfed.node import Node
 from auditfed.sources import ALIASES, DECODERS, Decoded, otlp
@@ -72,6 +72,7 @@ router = APIRouter(tags=["sources"])
 
 #: Formats of ``/v1/ingest/{format}`` (OTLP has its own endpoint, ``/v1/logs``).
 INGEST_FORMATS = tuple(name for name in DECODERS if name != "otlp")
+INGEST_ALIASES = tuple(alias for alias, name in ALIASES.items() if name in INGEST_FORMATS)
 #: Decoder options a request may give as query parameters (a ``log_line_prefix`` often
 #: ends in a space, which an HTTP header value cannot carry).
 QUERY_OPTIONS = ("log_line_prefix", "prefix_regex", "skip_non_audit", "cluster")
@@ -131,7 +132,7 @@ def _otlp_failure(exc: AuditfedError, protobuf: bool) -> Response:
     return problem_for(exc)
 
 
-@router.post("/v1/logs", summary="OTLP/HTTP logs (protobuf or JSON)", openapi_extra={
+@router.post("/v1/logs", summary="OTLP/HTTP logs (protobuf or JSON)", responses=BODY_PROBLEMS, openapi_extra={
     "requestBody": {"required": True, "content": {
         "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
         "application/json": {"schema": {"type": "object"}},
@@ -180,8 +181,23 @@ def _refused(outcome: Ingested, decoded: Decoded) -> list[str]:
 # --- other source formats --------------------------------------------------------------
 
 
-@router.post("/v1/ingest/{format}", summary="Records in a source's own format")
-async def post_ingest(request: Request, format: str) -> Response:
+#: The bodies ``/v1/ingest/{format}`` reads: JSON (one record, an array, a list envelope),
+#: NDJSON, CloudEvents' own media types, or text lines (pgaudit).
+_INGEST_BODY_DOC = {
+    "requestBody": {"required": True, "content": {
+        **{mt: {"schema": {}} for mt in ("application/json", "application/cloudevents+json",
+                                         "application/cloudevents-batch+json")},
+        **{mt: {"schema": {"type": "string"}} for mt in ("application/x-ndjson", "text/plain")},
+    }},
+}
+
+
+@router.post("/v1/ingest/{format}", summary="Records in a source's own format", responses=BODY_PROBLEMS,
+             openapi_extra=_INGEST_BODY_DOC)
+async def post_ingest(
+    request: Request,
+    format: str = Path(json_schema_extra={"enum": [*INGEST_FORMATS, *INGEST_ALIASES]}),
+) -> Response:
     """Kubernetes audit, CloudTrail, pgaudit, CloudEvents, GitHub audit log, Okta.
 
     Per-record results like ``POST /v1/events``; ``record`` is the record's position

@@ -128,7 +128,7 @@ class Signed:
 
 
 def _hashes(value: object, name: str) -> list[bytes]:
-    if not isinstance(value, list) or len(value) > 128:
+    if not isinstance(value, list) or len(value) > 128 or not all(isinstance(h, str) for h in value):
         raise InvalidInput(f"{name} must be a list of at most 128 base64 hashes")
     try:
         return [b64decode_strict(h) for h in value]

@@ -242,11 +242,12 @@ def append_signatures(note: str, signatures: Iterable[NoteSignature | str]) -> s
 
 
 def _decode(note: str | bytes) -> str:
-    if isinstance(note, str):
-        return note
     try:
-        return note.decode("utf-8")
-    except UnicodeDecodeError as exc:
+        if isinstance(note, bytes):
+            return note.decode("utf-8")
+        note.encode("utf-8")  # a str must be UTF-8 too: a lone surrogate (a \ud800 JSON escape) is not
+        return note
+    except UnicodeError as exc:
         raise SignatureError("malformed note: not UTF-8") from exc
 
 

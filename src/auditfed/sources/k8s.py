@@ -47,12 +47,12 @@ def _unwrap(obj: dict[str, Any]) -> list[Any] | None:
 
 def is_long_running(record: Mapping[str, Any]) -> bool:
     ref = record.get("objectRef") or {}
-    sub = ref.get("subresource") if isinstance(ref, dict) else None
+    sub = text(ref.get("subresource")) if isinstance(ref, dict) else None  # hostile records: not only strings
     if sub in LONG_RUNNING_SUBRESOURCES:
         return True
     if record.get("verb") == "watch":
         return True
-    uri = record.get("requestURI") or ""
+    uri = text(record.get("requestURI")) or ""
     if sub == "log" and "follow=true" in uri:
         return True
     return "watch=true" in uri or "watch=1" in uri
@@ -98,17 +98,23 @@ def decode(
     return decoded
 
 
-def _is_final(record: Mapping[str, Any]) -> bool:
+def _stage(record: Mapping[str, Any]) -> str | None:
+    """The record's stage; a stage that is not a string counts as none (its normaliser judges it)."""
     stage = record.get("stage")
+    return stage if isinstance(stage, str) else None
+
+
+def _is_final(record: Mapping[str, Any]) -> bool:
+    stage = _stage(record)
     if stage is None or stage in FINAL_STAGES:
         return True
     return stage == "ResponseStarted" and is_long_running(record)
 
 
 def _better(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
-    if is_long_running(new) and new.get("stage") == "ResponseStarted":
-        return old.get("stage") != "ResponseStarted" and old.get("stage") != "Panic"
-    return _STAGE_RANK.get(new.get("stage", ""), 2) > _STAGE_RANK.get(old.get("stage", ""), 2)
+    if is_long_running(new) and _stage(new) == "ResponseStarted":
+        return _stage(old) not in ("ResponseStarted", "Panic")
+    return _STAGE_RANK.get(_stage(new) or "", 2) > _STAGE_RANK.get(_stage(old) or "", 2)
 
 
 def _user_type(username: str) -> str:
