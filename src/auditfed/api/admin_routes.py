@@ -11,11 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from auditfed.api.deps import authorise, node_of, record
-from auditfed.api.responses import JSON
+from auditfed.api.responses import JSON, DecodedBodyRoute
 from auditfed.errors import NotFound
 from auditfed.event import event_json_schema
+from auditfed.identity.tokens import MAX_TOKEN_SECONDS
 
-router = APIRouter()
+router = APIRouter(route_class=DecodedBodyRoute)
 
 
 class TokenRequest(BaseModel):
@@ -24,7 +25,7 @@ class TokenRequest(BaseModel):
     service: str | None = Field(None, min_length=1, max_length=512)
     environment: str | None = Field(None, min_length=1, max_length=512)
     description: str | None = Field(None, max_length=1024)
-    expires_in_seconds: int | None = Field(None, gt=0)
+    expires_in_seconds: int | None = Field(None, gt=0, le=MAX_TOKEN_SECONDS, description="at most 100 years")
 
 
 @router.post("/v1/tokens", tags=["admin"], summary="Create a bearer token")
