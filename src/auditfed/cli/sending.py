@@ -68,7 +68,10 @@ def send_files(client: Client, files: list[str], fmt: str, batch_size: int) -> d
             kind = detect_format(name, body) if fmt == "auto" else fmt
             if kind in ("json", "ndjson"):
                 content_type = "application/x-ndjson" if kind == "ndjson" else "application/json"
-                items = parse_json_items(body, content_type)
+                try:
+                    items = parse_json_items(body, content_type)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"{name}: {exc.detail}; nothing of it was sent") from None
                 for start in range(0, len(items), batch_size):
                     batch = items[start:start + batch_size]
                     _merge(summary, name, start, _post_events(client, batch))
