@@ -174,9 +174,8 @@ def test_integer_headers_and_body_fields_out_of_range_are_400(server: Server, ad
     with server.client(admin) as http:
         stream = http.get("/v1/alerts/stream", headers={"Last-Event-ID": HUGE})
         assert_problem(stream, 400, "Last-Event-ID must be a log index")
-        # In a JSON body such a number is already refused as outside I-JSON.
         evidence = http.post("/v1/evidence", json={"limit": 2**63})
-        assert_problem(evidence, 400, "outside ±(2**53 - 1)")
+        assert_problem(evidence, 400, "limit")
         consistency = http.post("/v1/evidence", json={"consistency_from": [2**53 - 1]})
         assert_problem(consistency, 400, "consistency_from")
 
@@ -222,5 +221,5 @@ def test_send_refuses_a_file_that_breaks_ijson(server: Server, source_token: str
                       b'{"action":"a.b","actor":{"id":"' + actor.encode() + b'"},"attributes":{"n":' + HUGE.encode()
                       + b"}}\n")
     sent = run_cli("send", str(lines), "--json", env=env)
-    assert json.loads(sent.stdout)["accepted"] == 1 and json.loads(sent.stdout)["rejected"] == 1
+    assert json.loads(sent.stdout)["accepted"] == 1 and json.loads(sent.stdout)["rejected"] == 1, sent.stdout
     assert stored(server, admin, actor) == 1

@@ -1,58 +1,53 @@
 """JSON texts from outside, read exactly or refused: RFC 8259 syntax under I-JSON (RFC 7493).
 
 Every JSON text a participant sends (``/v1/events`` bodies and NDJSON lines, source
-records, OTLP/JSON, federation batches, the JSON bodies of the admin routes) is read
-with :func:`loads`, so that what is stored is exactly what was sent or the text is
-refused. On top of RFC 8259 syntax (UTF-8, no ``NaN``/``Infinity``, no lone
-surrogates; orjson checks these) a text must meet:
+records, OTLP/JSON, federation batches and the leaves in them, the JSON bodies of the
+admin routes) is read with :func:`loads`, so that what is stored is exactly what was
+sent or the text is refused. On top of RFC 8259 syntax (UTF-8, no ``NaN``/``Infinity``,
+no lone surrogates, no number that overflows a double; orjson checks these) a text
+must have:
 
 * **unique member names** (RFC 7493 §2.3): ``{"a": 1, "a": 2}`` is refused rather
   than silently keeping the last value;
-* **integers within ±(2**53 - 1)** (RFC 7493 §2.2): a number written without fraction
-  or exponent beyond that range would not survive as an exact value (``2**64``
-  became ``1.8446744073709552e+19``); send it as a string. A number with a fraction or
-  exponent is an IEEE 754 double: it must be finite, and is kept as the nearest
-  double (which is how RFC 8785 serialises it in the log);
 * **at most** :data:`MAX_JSON_DEPTH` **nested arrays/objects**: checked once here so
   that nothing later (validation, redaction, canonical JSON, detection, OCSF) can
   recurse out of stack on a hostile text. Stored events nest at most 32 levels
   (:data:`auditfed.event.canonical.MAX_DEPTH`), so this never refuses what the log
   would take.
 
+The third I-JSON rule, numbers within ±(2**53 - 1) (RFC 7493 §2.2), is a rule on
+values: :func:`auditfed.event.canonical.canonical_event_bytes` refuses any number of
+larger magnitude in an event, however it was written (``18446744073709551616``, which
+a JSON parser turns into ``1.8446744073709552e+19``, as well as ``1e20``).
+
 A violation raises :class:`NotIJSON`, a subclass of ``orjson.JSONDecodeError``: every
 caller treats it exactly like a syntax error (a 400 for a whole body, a rejected line
 or record where a format judges records one by one).
 
-Cost: orjson parses; then one orjson serialisation of the value and three byte scans
-(C speed, about 3 % of preparing an event) prove that no member was dropped, no long
-digit run and no deep nesting exist. Only a text those scans cannot clear is walked
-exactly, with the standard library's scanner (its hooks see every member name and
-integer literal) to name the problem and the item.
+Cost: orjson parses; then orjson serialises the value back once, inside wrapper
+lists that make its own nesting limit fail exactly past :data:`MAX_JSON_DEPTH`. The
+result equals the text for most producers (then nothing was dropped); when it
+differs, both have their unescaped quotes counted: a member dropped for a duplicate
+name takes at least its name's two quotes with it. C-speed passes over the text,
+about 2 % of preparing an event.
+Only a text these cannot clear is scanned exactly, with the standard library's scanner
+(its hook sees every object's member names), to name the problem and the item.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 import orjson
 
-__all__ = ["MAX_JSON_DEPTH", "MAX_SAFE_INTEGER", "NotIJSON", "loads", "loads_lines"]
+__all__ = ["MAX_JSON_DEPTH", "NotIJSON", "loads", "loads_lines"]
 
 #: Deepest nesting of arrays and objects in one JSON text.
 MAX_JSON_DEPTH = 64
-#: RFC 7493 §2.2: integers beyond this magnitude are not exact in IEEE 754 doubles.
-MAX_SAFE_INTEGER = 2**53 - 1
 
-#: An integer literal beyond MAX_SAFE_INTEGER is a run of 16 or more digits after a
-#: ``:``, ``,`` or ``[`` and optional whitespace and minus sign. The scan maps those
-#: three and whitespace to ``:``, digits and ``-`` to ``0``, and looks for the run:
-#: digit runs inside strings (hex ids) rarely follow one of them.
-_LONG_NUMBER = b":" + b"0" * len(str(MAX_SAFE_INTEGER))
-_NUMBER_SCAN = bytes.maketrans(b"-0123456789,[ \t\r\n", b"0" * 11 + b":" * 6)
-#: With OPT_INDENT_2 an element inside k containers is on a line indented 2k spaces.
-_INDENT = orjson.OPT_INDENT_2
 #: A quote after k or more backslashes, for k = 1, 2, ...: escaped quotes are counted
 #: by inclusion-exclusion (a literal search is the fastest scan ``re`` has); quotes
 #: after longer runs send the text to the exact check.
@@ -102,7 +97,7 @@ def loads_lines(lines: list[bytes]) -> list[Any]:
             out.append(exc)
     # All lines at once, as one array (which adds one level of indentation).
     clean = not any(isinstance(v, orjson.JSONDecodeError) for v in out)
-    if clean and _plainly_exact(b"\n".join(lines), out, 1):
+    if clean and _plainly_exact(b"[" + b",".join(lines) + b"]", out, 1):
         return out
     for i, (line, value) in enumerate(zip(lines, out, strict=True)):
         if isinstance(value, orjson.JSONDecodeError):
@@ -119,24 +114,68 @@ def loads_lines(lines: list[bytes]) -> list[Any]:
 
 
 def _plainly_exact(data: bytes, value: Any, extra_depth: int) -> bool:
-    """True when byte scans prove ``value`` is all of ``data`` and within the limits.
+    """True when byte scans prove ``value`` holds every member of ``data`` and nests
+    within the limit (``extra_depth`` levels of ``value`` are not in ``data``).
 
     ``False`` means "not proven", not "refused".
     """
     if type(value) is not dict and type(value) is not list:
-        return type(value) is not int and type(value) is not float
-    if _LONG_NUMBER in data.translate(_NUMBER_SCAN):
-        return False  # maybe an integer literal beyond ±(2**53 - 1)
-    try:
-        text = orjson.dumps(value, option=_INDENT)
-    except orjson.JSONEncodeError:
-        return False  # nested past orjson's own limit (255)
-    if b"\n" + b" " * (2 * (MAX_JSON_DEPTH + extra_depth)) in text:
+        return True
+    wrapped = _serialised_in_depth_probe(value, extra_depth)
+    if wrapped is None:
         return False  # maybe nested too deep
-    # Every string (member names included) is two unescaped quotes in both texts;
-    # a member dropped for a duplicate name takes at least its name with it.
+    # (a bytes slice: comparing a memoryview goes item by item, ten times slower)
+    if wrapped[_PROBE_LEVELS - extra_depth:extra_depth - _PROBE_LEVELS] == data:
+        return True  # serialises back to exactly the text: nothing was dropped
     sent = _unescaped_quotes(data)
-    return sent is not None and sent == _unescaped_quotes(text)
+    return sent is not None and sent == _unescaped_quotes(wrapped)
+
+
+def _orjson_max_depth() -> int:
+    """The deepest nesting orjson serialises (254 in orjson 3.x)."""
+    value: list[Any] = []
+    for depth in range(1, 4097):
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return depth - 1
+        value = [value]
+    raise RuntimeError("orjson no longer limits nesting: auditfed.event.strict_json needs another depth check")
+
+
+#: orjson refuses to serialise nesting deeper than its limit; a value wrapped in this
+#: many one-element lists fails there exactly when it nests deeper than MAX_JSON_DEPTH.
+#: So one serialisation gives both the value's JSON (between the wrappers) and its depth.
+_PROBE_LEVELS = _orjson_max_depth() - MAX_JSON_DEPTH
+
+
+class _DepthProbe(threading.local):
+    """Per thread, the wrapper lists (built once) with a slot for the value."""
+
+    def __init__(self) -> None:
+        self.slot: list[Any] = [None]
+        self.outer: list[Any] = self.slot
+        for _ in range(_PROBE_LEVELS - 1):
+            self.outer = [self.outer]
+
+
+_PROBE = _DepthProbe()
+
+
+def _serialised_in_depth_probe(value: Any, extra_depth: int) -> bytes | None:
+    """``value`` serialised inside ``_PROBE_LEVELS - extra_depth`` wrapper lists, or
+    ``None`` when it nests deeper than ``MAX_JSON_DEPTH + extra_depth``."""
+    probe = _PROBE
+    wrapper = probe.outer
+    for _ in range(extra_depth):
+        wrapper = wrapper[0]
+    probe.slot[0] = value
+    try:
+        return orjson.dumps(wrapper)
+    except orjson.JSONEncodeError:
+        return None
+    finally:
+        probe.slot[0] = None
 
 
 def _unescaped_quotes(text: bytes) -> int | None:
@@ -220,20 +259,10 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> None:
             seen.add(name)
 
 
-def _safe_integer(literal: str) -> None:
-    digits = len(literal) - literal.startswith("-")  # JSON has no leading zeros
-    if digits > 16 or (digits == 16 and abs(int(literal)) > MAX_SAFE_INTEGER):
-        shown = literal if len(literal) <= 40 else literal[:20] + "..." + literal[-8:]
-        raise _Problem(
-            f"integer {shown} is outside ±(2**53 - 1), the exact range of I-JSON (RFC 7493); "
-            "send it as a string"
-        )
-
-
 def _ignore(_: str) -> None:
     return None
 
 
-# The hooks return None: only their checks matter (orjson's value is the one kept).
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_int=_safe_integer,  # type: ignore[arg-type]
+# The hooks return None: only the member names matter (orjson's value is the one kept).
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_members, parse_int=_ignore,  # type: ignore[arg-type]
                             parse_float=_ignore, parse_constant=_ignore)
