@@ -218,8 +218,8 @@ def test_send_refuses_a_file_that_breaks_ijson(server: Server, source_token: str
     # NDJSON: the bad line is rejected, the good ones are stored.
     lines = tmp_path / "mixed.ndjson"
     lines.write_bytes(b'{"action":"a.b","actor":{"id":"' + actor.encode() + b'"}}\n'
-                      b'{"action":"a.b","actor":{"id":"' + actor.encode() + b'"},"attributes":{"n":' + HUGE.encode()
-                      + b"}}\n")
-    sent = run_cli("send", str(lines), "--json", env=env)
-    assert json.loads(sent.stdout)["accepted"] == 1 and json.loads(sent.stdout)["rejected"] == 1, sent.stdout
+                      b'{"action":"a.b","actor":{"id":"' + actor.encode() + b'"},"action":"c.d"}\n')
+    sent = json.loads(run_cli("send", str(lines), "--json", env=env).stdout)
+    assert sent["accepted"] == 1 and sent["rejected"] == 1, sent
+    assert "mixed.ndjson item 1" in sent["errors"][0] and "duplicate member name 'action'" in sent["errors"][0]
     assert stored(server, admin, actor) == 1

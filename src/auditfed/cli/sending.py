@@ -97,7 +97,12 @@ def _post_events(client: Client, batch: list[Any]) -> dict[str, Any]:
         if isinstance(item, dict) and "id" not in item:
             item = {**item, "id": new_event_id()}
         lines.append(orjson.dumps(item))
-    return _post(client, "/v1/events", b"\n".join(lines), "application/x-ndjson")
+    answer = _post(client, "/v1/events", b"\n".join(lines), "application/x-ndjson")
+    results = answer.get("results", [])
+    for position, item in enumerate(batch):
+        if isinstance(item, BadItem) and position < len(results):
+            results[position]["error"] = item.reason  # why it did not parse here, not "{" there
+    return answer
 
 
 def _post(client: Client, path: str, body: bytes, content_type: str) -> dict[str, Any]:
