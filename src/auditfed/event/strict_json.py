@@ -51,7 +51,7 @@ MAX_JSON_DEPTH = 64
 #: A quote after k or more backslashes, for k = 1, 2, ...: escaped quotes are counted
 #: by inclusion-exclusion (a literal search is the fastest scan ``re`` has); quotes
 #: after longer runs send the text to the exact check.
-_QUOTE_AFTER = tuple(re.compile(re.escape(b"\\" * k + b'"')) for k in range(1, 9))
+_QUOTE_AFTER = tuple((b"\\" * k + b'"', re.compile(re.escape(b"\\" * k + b'"'))) for k in range(1, 9))
 
 
 class NotIJSON(orjson.JSONDecodeError):
@@ -186,10 +186,10 @@ def _unescaped_quotes(text: bytes) -> int | None:
     # A quote is escaped when an odd run of backslashes precedes it. With c(k) the
     # quotes preceded by at least k backslashes, those are c(1) - c(2) + c(3) - ...
     escaped, sign = 0, 1
-    for pattern in _QUOTE_AFTER:
+    for needle, pattern in _QUOTE_AFTER:
         if pattern.search(text) is None:
             return quotes - escaped
-        escaped += sign * text.count(pattern.pattern)
+        escaped += sign * text.count(needle)
         sign = -sign
     return None
 
