@@ -298,6 +298,15 @@ def test_admin_bodies_refuse_duplicates_and_huge_integers(server: Server, admin:
         assert len(http.get("/v1/tokens").json()["tokens"]) == before + 1
 
 
+def test_bodies_of_admin_routes_are_read_only_for_a_valid_token(server: Server) -> None:
+    # Refused as unauthenticated (401), not as a bad body (400): the body was not read.
+    for token in (None, "afd_" + "x" * 43):
+        with server.client(token) as http:
+            answer = http.post("/v1/tokens", content=gzip.compress(b'{"role":"admin","role":"admin"}'),
+                               headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        assert_problem(answer, 401)
+
+
 def test_federation_batches_go_through_the_same_decoding(server: Server, admin: str) -> None:
     name = marker()
     signer = Signer.generate(f"{name}.example/log")

@@ -61,8 +61,13 @@ async def read_decoded_body(request: Request, limit: int) -> bytes:
 
 class DecodedBodyRoute(APIRoute):
     """A route whose JSON body FastAPI validates into a model, read as ingest reads:
-    ``max_body_bytes``, gzip, and I-JSON (duplicate names, unsafe integers and deep
-    nesting are a 400 before the model sees the body)."""
+    ``max_body_bytes``, gzip, and I-JSON (duplicate names and deep nesting are a 400
+    before the model sees the body).
+
+    Every such route needs a token, and the caller must present a valid one before
+    the body is read at all (the route then checks the role): an unauthenticated
+    client cannot make the server read, inflate or parse a body.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -70,8 +75,9 @@ class DecodedBodyRoute(APIRoute):
             return handler
 
         async def decoded(request: Request) -> Response:
-            limit = request.app.state.node.settings.max_body_bytes
-            body = await read_decoded_body(request, limit)
+            node = request.app.state.node
+            await asyncio.to_thread(node.tokens.authenticate, request.headers.get("authorization"))
+            body = await read_decoded_body(request, node.settings.max_body_bytes)
             return await handler(_DecodedRequest(request.scope, body, _json_of(request, body)))
 
         return decoded
