@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(10_000, ge=1)
+    # issue #16 (body): the largest event the log stores
+    max_event_bytes: int = Field(
+        1024 * 1024, ge=1024,
+        description="largest stored event (its canonical JSON, the leaf data); a bigger one "
+        "is rejected (413) and named in the answer",
+    )
     max_commit_events: int = Field(20_000, ge=1, description="group-commit batch cap")
     ingest_workers: int | None = Field(
         None, ge=0, le=64,

@@ -57,6 +57,14 @@ class PayloadTooLarge(InvalidInput):
     title = "Payload too large"
 
 
+class EventTooLarge(InvalidEvent):
+    """One event of a batch is over ``max_event_bytes`` (issue #16): that item is
+    rejected with this status; the batch's other events are judged on their own."""
+
+    status = 413
+    title = "Payload too large"
+
+
 class Unauthenticated(AuditfedError):
     status = 401
     title = "Unauthenticated"

@@ -113,10 +113,27 @@ def test_canonical_bytes_are_rfc8785(value: object) -> None:
     try:
         expected = rfc8785.dumps(value)
     except rfc8785.CanonicalizationError:
+        expected = None
+    if expected is None or _has_unsafe_number(value):  # I-JSON: no number beyond ±(2**53 - 1)
         with pytest.raises(InvalidEvent):
             canonical_bytes(value)
         return
     assert canonical_bytes(value) == expected
+
+
+def _has_unsafe_number(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_has_unsafe_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unsafe_number(v) for v in value)
+    return type(value) in (int, float) and abs(value) > 2**53 - 1
+
+
+def test_numbers_beyond_ijson_are_refused_however_written() -> None:
+    for number in (2.0**64, 1e20, -1.5e300):
+        with pytest.raises(InvalidEvent, match="I-JSON range"):
+            canonical_bytes({"n": number})
+    assert canonical_bytes({"n": 0.5, "m": 2**53 - 1}) == b'{"m":9007199254740991,"n":0.5}'
 
 
 def test_keys_sort_by_utf16_code_units() -> None:

@@ -12,11 +12,12 @@ from starlette.responses import Response
 
 from auditfed.api.deps import authorise, node_of, record
 from auditfed.api.problems import media_response
-from auditfed.api.responses import JSON
+from auditfed.api.responses import JSON, DecodedBodyRoute
 from auditfed.errors import NotFound
 from auditfed.event import event_json_schema
+from auditfed.identity.tokens import MAX_TOKEN_SECONDS
 
-router = APIRouter()
+router = APIRouter(route_class=DecodedBodyRoute)
 
 
 class TokenRequest(BaseModel):
@@ -25,8 +26,7 @@ class TokenRequest(BaseModel):
     service: str | None = Field(None, min_length=1, max_length=512)
     environment: str | None = Field(None, min_length=1, max_length=512)
     description: str | None = Field(None, max_length=1024)
-    # Bounded so the expiry stays a representable date (a larger value was an OverflowError, a 500).
-    expires_in_seconds: int | None = Field(None, gt=0, le=100 * 365 * 86400, description="at most 100 years")
+    expires_in_seconds: int | None = Field(None, gt=0, le=MAX_TOKEN_SECONDS, description="at most 100 years")
 
 
 @router.post("/v1/tokens", tags=["admin"], summary="Create a bearer token", status_code=201)

@@ -30,14 +30,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from auditfed.api.deps import READERS, authorise, node_of, record
+from auditfed.api.deps import MAX_INDEX, READERS, authorise, log_index, node_of, record
 from auditfed.api.problems import media_response
-from auditfed.api.responses import JSON
+from auditfed.api.responses import JSON, DecodedBodyRoute
 from auditfed.detect.service import DetectionService, alert_document
-from auditfed.errors import Forbidden, InvalidInput, NotFound, TooManyRequests, Unavailable
+from auditfed.errors import Forbidden, NotFound, TooManyRequests, Unavailable
 from auditfed.identity.tokens import Caller
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=DecodedBodyRoute)
 
 Status = Literal["open", "acknowledged", "closed"]
 Level = Literal["informational", "low", "medium", "high", "critical"]
@@ -115,7 +115,7 @@ def list_alerts(
     status: Status | None = Query(None),
     rule_id: str | None = Query(None, max_length=256),
     level: Level | None = Query(None),
-    before: int | None = Query(None, ge=0, description="page: alerts raised before this log index"),
+    before: int | None = Query(None, ge=0, le=MAX_INDEX, description="page: alerts raised before this log index"),
     limit: int = Query(100, ge=1, le=1000),
 ) -> Response:
     _auditor(request, "audit.alerts.read", wait=True)
@@ -137,10 +137,7 @@ async def stream_alerts(
     caller = _auditor(request, "audit.alerts.stream", wait=False)
     service = _service(request)
     last = request.headers.get("last-event-id")
-    try:
-        since = int(last) if last else None
-    except ValueError:
-        raise InvalidInput("Last-Event-ID must be a log index") from None
+    since = log_index("Last-Event-ID", last) if last else None
     levels = ("informational", "low", "medium", "high", "critical")
     minimum = levels.index(level) if level else 0
 

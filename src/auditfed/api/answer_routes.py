@@ -9,23 +9,23 @@ the store only as bound parameters (see :mod:`auditfed.query.reading`); bad inpu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from auditfed.api.deps import READERS, authorise, node_of, reader, record, scope_filter
+from auditfed.api.deps import MAX_INDEX, READERS, authorise, node_of, reader, record, scope_filter
 from auditfed.api.problems import media_response
-from auditfed.api.responses import JSON
+from auditfed.api.responses import JSON, DecodedBodyRoute
 from auditfed.errors import InvalidInput
 from auditfed.query import compliance, evidence
 from auditfed.query.reading import checked_value, parse_checked, parse_time_bound, wait_indexed
 from auditfed.query.timeline import DEFAULT_GAP_SECONDS, principal_timeline
 from auditfed.query.traces import check_trace_id, get_trace
 
-router = APIRouter(tags=["answers"])
+router = APIRouter(tags=["answers"], route_class=DecodedBodyRoute)
 
 
 def _ready(request: Request, action: str) -> tuple[Any, dict[str, Any]]:
@@ -103,9 +103,9 @@ class EvidenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field("", max_length=4096, description="query language text; empty: every event")
-    limit: int | None = Field(None, ge=1, description="at most this many events")
-    consistency_from: list[int] = Field(default_factory=list, max_length=16,
-                                        description="add consistency proofs from these older tree sizes")
+    limit: int | None = Field(None, ge=1, le=MAX_INDEX, description="at most this many events")
+    consistency_from: list[Annotated[int, Field(ge=1, le=MAX_INDEX)]] = Field(
+        default_factory=list, max_length=16, description="add consistency proofs from these older tree sizes")
 
 
 @router.post("/v1/evidence", summary="An offline-verifiable evidence bundle (JSON Lines, streamed)",

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from auditfed.errors import InvalidInput
 from auditfed.identity.tokens import Caller
 from auditfed.node import Node
 from auditfed.store.filters import And, Expr, Term
 
+#: The largest log index, tree size or cursor a request may name: the stores keep them
+#: as 64-bit signed integers (issue #16: a larger one was a 500, now a 400 that the
+#: OpenAPI document announces).
+MAX_INDEX = 2**63 - 1
+
 READERS = ("auditor", "admin")
 WRITERS = ("source", "admin")
+
+
+def log_index(name: str, value: str) -> int:
+    """A log index given in a header (``Last-Event-ID``, ``Auditfed-Follows``)."""
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_INDEX:
+        raise InvalidInput(f"{name} must be a log index (0 to {MAX_INDEX})")
+    return int(value)
 
 
 def node_of(request: Request) -> Node:

@@ -21,16 +21,16 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import PlainTextResponse, Response
 
-from auditfed.api.deps import READERS, authorise, node_of, record
+from auditfed.api.deps import READERS, authorise, log_index, node_of, record
 from auditfed.api.problems import BODY_PROBLEMS
-from auditfed.api.responses import JSON, read_body
-from auditfed.errors import Forbidden, InvalidInput
+from auditfed.api.responses import JSON, DecodedBodyRoute, read_decoded_body
+from auditfed.errors import Forbidden
 from auditfed.federation.hub import enrol_node, node_summary, reinstate_node
 from auditfed.federation.protocol import FOLLOWS_HEADER
 from auditfed.federation.service import cosigned_checkpoint
 from auditfed.identity.tokens import Caller
 
-router = APIRouter(tags=["federation"])
+router = APIRouter(tags=["federation"], route_class=DecodedBodyRoute)
 
 
 def _node_or_reader(request: Request, name: str) -> Caller:
@@ -90,17 +90,13 @@ async def post_entries(request: Request, name: str) -> Response:
     if caller.service != name:
         raise Forbidden(f"this node token belongs to {caller.service!r}, not {name!r}")
     node = node_of(request)
-    body = await read_body(request, node.settings.max_body_bytes)
+    body = await read_decoded_body(request, node.settings.max_body_bytes)
     return JSON(await node.federation.hub.receive(name, body, _follows(request)))
 
 
 def _follows(request: Request) -> int | None:
     value = request.headers.get(FOLLOWS_HEADER)
-    if value is None:
-        return None
-    if not (value.isascii() and value.isdigit()):
-        raise InvalidInput(f"{FOLLOWS_HEADER} must be the batch's start index")
-    return int(value)
+    return None if value is None else log_index(FOLLOWS_HEADER, value)
 
 
 @router.post("/v1/federation/nodes/{name}/reinstate", summary="Reinstate a refused node (admin)")

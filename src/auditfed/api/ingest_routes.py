@@ -61,6 +61,7 @@ async def prepare_body(
         observed=format_time(datetime.now(UTC)),
         max_body_bytes=settings.max_body_bytes,
         max_events=settings.max_events_per_request,
+        max_event_bytes=settings.max_event_bytes,
         content_type=headers.get("content-type"),
         content_encoding=headers.get("content-encoding"),
         headers=dict(headers) if format != EVENTS else {},
@@ -110,11 +111,13 @@ async def sequence_batch(node: Node, batch: PreparedBatch) -> Ingested:
 
 
 def answer(outcome: Ingested, **extra: Any) -> Response:
-    """The answer to a batch: 200 with per-item results, or 422 if nothing was taken."""
+    """The answer to a batch: 200 with per-item results, or a problem if nothing was
+    taken: 413 when every rejected item was too large, else 422."""
     if not outcome.accepted and not outcome.duplicates and outcome.errors:
         first = outcome.errors[0]
+        too_large = all(error.get("status") == 413 for error in outcome.errors)
         return problem(
-            422, "Invalid event",
+            *((413, "Payload too large") if too_large else (422, "Invalid event")),
             f"no event was accepted; item {first['item']}: {first['path']}: {first['reason']}",
             errors=outcome.errors, results=outcome.results, **extra,
         )

@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, Response
 
-from auditfed.api.deps import node_of, reader
+from auditfed.api.deps import MAX_INDEX, node_of, reader
 from auditfed.api.problems import problem_responses
 from auditfed.api.responses import JSON
 from auditfed.errors import Forbidden, Gone, InvalidInput, NotFound
@@ -30,7 +30,7 @@ def _b64(data: bytes) -> str:
 @router.get("/v1/log/checkpoint", summary="A signed checkpoint (C2SP signed note)", response_class=PlainTextResponse)
 async def get_checkpoint(
     request: Request,
-    size: int | None = Query(None, ge=0, description="the checkpoint signed at this size"),
+    size: int | None = Query(None, ge=0, le=MAX_INDEX, description="the checkpoint signed at this size"),
     cosigned: bool = Query(False, description="the latest checkpoint witnesses cosigned, with "
                            "their cosignature lines (federation)"),
 ) -> Response:
@@ -58,8 +58,8 @@ def get_key(request: Request) -> Response:
 @router.get("/v1/log/entries", summary="Leaf data of entries [start, end)", responses=problem_responses(410))
 def get_entries(
     request: Request,
-    start: int = Query(ge=0),
-    end: int = Query(gt=0),
+    start: int = Query(ge=0, le=MAX_INDEX),
+    end: int = Query(gt=0, le=MAX_INDEX),
 ) -> Response:
     """A server may return fewer entries than asked (at most 1,000, at most
     ``max_response_bytes`` of entry data but at least one entry); clients page on.
@@ -84,8 +84,8 @@ def get_entries(
 @router.get("/v1/log/proof/inclusion", summary="RFC 9162 inclusion proof")
 def get_inclusion_proof(
     request: Request,
-    index: int = Query(ge=0),
-    size: int | None = Query(None, ge=1, description="tree size; default: latest checkpoint"),
+    index: int = Query(ge=0, le=MAX_INDEX),
+    size: int | None = Query(None, ge=1, le=MAX_INDEX, description="tree size; default: latest checkpoint"),
 ) -> Response:
     caller = reader(request, "audit.proof.inclusion")
     node = node_of(request)
@@ -106,8 +106,8 @@ def get_inclusion_proof(
 @router.get("/v1/log/proof/consistency", summary="RFC 9162 consistency proof")
 def get_consistency_proof(
     request: Request,
-    old: int = Query(ge=0),
-    new: int = Query(ge=0),
+    old: int = Query(ge=0, le=MAX_INDEX),
+    new: int = Query(ge=0, le=MAX_INDEX),
 ) -> Response:
     reader(request, "audit.proof.consistency")
     node = node_of(request)

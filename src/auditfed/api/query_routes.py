@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
-from auditfed.api.deps import node_of, reader, scope_filter
+from auditfed.api.deps import MAX_INDEX, node_of, reader, scope_filter
 from auditfed.api.problems import problem_responses
 from auditfed.api.responses import JSON
 from auditfed.errors import Gone, NotFound
@@ -22,13 +22,13 @@ router = APIRouter(tags=["query"])
 @router.get("/v1/events/{index}", summary="One event by its log index", responses=problem_responses(410))
 def get_event(
     request: Request,
-    index: int,
+    index: int = Path(ge=0, le=MAX_INDEX, description="the event's log index"),
     format: Literal["auditfed", "ocsf"] = Query("auditfed", description="ocsf: the OCSF view"),
 ) -> Response:
     caller = reader(request, "audit.event.read")
     node = node_of(request)
-    rows = node.store.entries(index, index + 1) if index >= 0 else []
-    if not rows and 0 <= index < (retained_from := node.store.retained_from()):
+    rows = node.store.entries(index, index + 1)
+    if not rows and index < (retained_from := node.store.retained_from()):
         raise Gone(f"event {index} was removed by retention (entries below {retained_from})",
                    retained_from=retained_from)
     event = orjson.loads(rows[0][1]) if rows else None
@@ -44,7 +44,7 @@ def search_events(
     request: Request,
     q: str = Query("", max_length=4096, description="query, e.g. action:db.* actor:alice"),
     limit: int = Query(100, ge=1, le=1000),
-    cursor: int | None = Query(None, ge=0, description="next_cursor of the previous page"),
+    cursor: int | None = Query(None, ge=0, le=MAX_INDEX, description="next_cursor of the previous page"),
     order: Literal["newest", "oldest"] = "newest",
 ) -> Response:
     """A page may hold fewer events than ``limit`` (at most ``max_response_bytes`` of

@@ -28,7 +28,7 @@ from auditfed.cli.sending import send_files
 from auditfed.cli.ui import progress_bar
 from auditfed.config import DEFAULT_URL, Settings, load_settings
 from auditfed.errors import AuditfedError, InvalidInput, NotFound
-from auditfed.identity.tokens import TokenAuthority
+from auditfed.identity.tokens import MAX_TOKEN_SECONDS, TokenAuthority
 from auditfed.ledger import (
     Verifier,
     leaf_hash,
@@ -128,6 +128,7 @@ def serve(
     fsync: Annotated[bool | None, typer.Option("--fsync/--no-fsync", help="fsync each commit")] = None,
     max_body_bytes: Annotated[int | None, typer.Option()] = None,
     max_events_per_request: Annotated[int | None, typer.Option()] = None,
+    max_event_bytes: Annotated[int | None, typer.Option(help="largest stored event [1 MiB]")] = None,
     checkpoint_interval: Annotated[float | None, typer.Option()] = None,
     ingest_workers: Annotated[int | None, typer.Option(
         help="processes preparing events [one per core]")] = None,
@@ -146,7 +147,7 @@ def serve(
     settings = _settings(
         data, config, listen=listen, store=store, demo=demo, fsync=fsync,
         max_body_bytes=max_body_bytes, max_events_per_request=max_events_per_request,
-        checkpoint_interval=checkpoint_interval, ingest_workers=ingest_workers,
+        max_event_bytes=max_event_bytes, checkpoint_interval=checkpoint_interval, ingest_workers=ingest_workers,
         log_level=log_level, log_format=log_format, node_name=node_name, upstream=upstream,
         upstream_token=upstream_token, retention=retention,
     )
@@ -166,7 +167,8 @@ def token_create(
     service: Annotated[str | None, typer.Option(help="the service a source writes as")] = None,
     environment: Annotated[str | None, typer.Option(help="bind a source to one environment")] = None,
     description: Annotated[str | None, typer.Option()] = None,
-    expires_in: Annotated[int | None, typer.Option(help="seconds until it expires")] = None,
+    expires_in: Annotated[int | None, typer.Option(
+        min=1, max=MAX_TOKEN_SECONDS, help="seconds until it expires")] = None,
     data: DataOpt = None,
     config: ConfigOpt = None,
     url: Annotated[str | None, typer.Option("--url", help="create through a server's API")] = None,

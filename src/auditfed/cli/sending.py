@@ -68,7 +68,10 @@ def send_files(client: Client, files: list[str], fmt: str, batch_size: int) -> d
             kind = detect_format(name, body) if fmt == "auto" else fmt
             if kind in ("json", "ndjson"):
                 content_type = "application/x-ndjson" if kind == "ndjson" else "application/json"
-                items = parse_json_items(body, content_type)
+                try:
+                    items = parse_json_items(body, content_type)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"{name}: {exc.detail}; nothing of it was sent") from None
                 for start in range(0, len(items), batch_size):
                     batch = items[start:start + batch_size]
                     _merge(summary, name, start, _post_events(client, batch))
@@ -94,7 +97,12 @@ def _post_events(client: Client, batch: list[Any]) -> dict[str, Any]:
         if isinstance(item, dict) and "id" not in item:
             item = {**item, "id": new_event_id()}
         lines.append(orjson.dumps(item))
-    return _post(client, "/v1/events", b"\n".join(lines), "application/x-ndjson")
+    answer = _post(client, "/v1/events", b"\n".join(lines), "application/x-ndjson")
+    results = answer.get("results", [])
+    for position, item in enumerate(batch):
+        if isinstance(item, BadItem) and position < len(results):
+            results[position]["error"] = item.reason  # why it did not parse here, not "{" there
+    return answer
 
 
 def _post(client: Client, path: str, body: bytes, content_type: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ Anything else (floats, exotic keys) goes through ``rfc8785``. A property test ho
 the two routes equal.
 
 The same walk enforces the I-JSON limits every stored event must meet: nesting depth
-and integer range.
+and number range (±(2**53 - 1), for integers and doubles alike).
 """
 
 from __future__ import annotations
@@ -42,11 +42,16 @@ def canonical_bytes(value: Any) -> bytes:
 
 def canonical_event_bytes(event: dict[str, Any]) -> bytes:
     """:func:`canonical_bytes` of a *validated* event: only free-form members are walked."""
+    plain = True
     for key in FREE_FORM:
         member = event.get(key)
-        if member is not None and not _plain(member, 1):
-            return _slow(event)
-    return orjson.dumps(event, option=_SORTED)
+        if member is None:
+            continue
+        try:
+            plain = _plain(member, 1) and plain  # every member is checked for the limits
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"{key}: {exc.detail}") from None
+    return orjson.dumps(event, option=_SORTED) if plain else _slow(event)
 
 
 def _slow(value: Any) -> bytes:
@@ -59,28 +64,35 @@ def _slow(value: Any) -> bytes:
 def _plain(value: Any, depth: int) -> bool:
     """True when orjson's sorted output is exactly JCS for ``value``.
 
-    Raises :class:`InvalidEvent` for nesting deeper than ``MAX_DEPTH`` or integers
-    outside the I-JSON range.
+    Raises :class:`InvalidEvent` for nesting deeper than ``MAX_DEPTH`` or a number
+    outside the I-JSON range (RFC 7493 §2.2): an integer, or a double (which is what
+    a parser makes of ``18446744073709551616``, and of ``1e20``), beyond
+    ±(2**53 - 1). The whole value is checked even once it is known not to be plain.
     """
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return True
-    if kind is int:
+    if kind is int or kind is float:
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-            return True
-        raise InvalidEvent(f"integer {value} is outside the I-JSON range ±(2**53 - 1)")
+            return kind is int  # floats take the rfc8785 route
+        raise InvalidEvent(f"number {value!r} is outside the I-JSON range ±(2**53 - 1): send it as a string")
     if kind is dict:
         if depth >= MAX_DEPTH:
             raise InvalidEvent(f"nesting deeper than {MAX_DEPTH} levels")
+        plain = True
         for key, item in value.items():
             # isascii() is O(1); only non-ASCII keys need the code point check.
             if not key.isascii() and max(key) >= "\ue000":
-                return False
+                plain = False
             if type(item) is not str and not _plain(item, depth + 1):
-                return False
-        return True
+                plain = False
+        return plain
     if kind is list:
         if depth >= MAX_DEPTH:
             raise InvalidEvent(f"nesting deeper than {MAX_DEPTH} levels")
-        return all(type(item) is str or _plain(item, depth + 1) for item in value)
+        plain = True
+        for item in value:
+            if type(item) is not str and not _plain(item, depth + 1):
+                plain = False
+        return plain
     return False

@@ -61,7 +61,10 @@ def normalise_time(value: str) -> str:
         raise ValueError("an RFC 3339 timestamp needs a date, a time and an offset (or Z)")
     if len(value) == 27 and value[10] == "T" and value[19] == "." and value[26] == "Z":
         return value  # already canonical: the common case, worth skipping the formatting
-    return format_time(parsed)
+    try:
+        return format_time(parsed)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in year 10000 in UTC
+        raise ValueError("the timestamp is outside years 1-9999 in UTC") from None
 
 
 def format_time(moment: datetime) -> str:

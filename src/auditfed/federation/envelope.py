@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from auditfed.event import strict_json
 from auditfed.event.canonical import canonical_event_bytes
 from auditfed.event.model import format_time
 from auditfed.ledger.hashing import leaf_hash
@@ -51,7 +52,7 @@ def wrap(data: bytes, node: str, index: int, node_leaf: bytes | None = None) -> 
     node_leaf = node_leaf if node_leaf is not None else leaf_hash(data)
     origin: dict[str, Any] = {"node": node, "node_index": index, "node_leaf_hash": _b64(node_leaf)}
     try:
-        event = orjson.loads(data)
+        event = strict_json.loads(data)
         if not isinstance(event, dict) or not event.keys() >= _REQUIRED:
             raise ValueError("not an event")
         source = event["source"]

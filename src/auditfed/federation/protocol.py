@@ -52,6 +52,7 @@ from hashlib import sha256
 import orjson
 
 from auditfed.errors import AuditfedError, InvalidInput, ProofError, SignatureError, VerificationError
+from auditfed.event import strict_json
 from auditfed.federation.compact import CompactRange
 from auditfed.ledger import Checkpoint, Verifier, verify_checkpoint, verify_consistency
 from auditfed.ledger.keys import b64decode_strict
@@ -164,7 +165,7 @@ def decode_batch(body: object) -> Batch:
 def parse_batch(body: bytes) -> Batch:
     """:func:`decode_batch` of a raw request body."""
     try:
-        return decode_batch(orjson.loads(body))
+        return decode_batch(strict_json.loads(body))
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}") from None
 

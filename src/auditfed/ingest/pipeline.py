@@ -17,7 +17,7 @@ from typing import Any
 
 from auditfed.errors import InvalidInput, PayloadTooLarge
 from auditfed.identity.tokens import Caller
-from auditfed.ingest.body import BadItem, inflate, parse_json_items
+from auditfed.ingest.body import GZIP_MAGIC, BadItem, inflate, parse_json_items
 from auditfed.ingest.prepare import Enricher, PreparedBatch, prepare_items
 from auditfed.sources import Decoded, RecordError, decode
 from auditfed.sources.base import media_type
@@ -26,7 +26,6 @@ from auditfed.sources.base import media_type
 EVENTS = "events"
 #: The attribute that keeps a normaliser's service name when the token's wins.
 ORIGIN_SERVICE = "origin.service"
-GZIP_MAGIC = b"\x1f\x8b"
 GZIP_TYPES = ("application/gzip", "application/x-gzip")
 
 
@@ -41,6 +40,8 @@ class IngestRequest:
     observed: str
     max_body_bytes: int
     max_events: int
+    #: Largest event stored (canonical bytes); a bigger one is rejected (413).
+    max_event_bytes: int | None = None
     content_type: str | None = None
     content_encoding: str | None = None
     #: Request headers, lower-cased (CloudEvents binary mode reads ``ce-*``).
@@ -56,7 +57,7 @@ def prepare_request(request: IngestRequest, enrichers: tuple[Enricher, ...]) -> 
     whole cannot be taken, :class:`~auditfed.errors.Forbidden` when a source token
     writes as another service.
     """
-    body = inflate(request.body, request.content_encoding, request.max_body_bytes)
+    body = inflate(request.body, request.content_encoding, request.max_body_bytes, request.max_events)
     decoded: Decoded | None = None
     if request.format == EVENTS:
         items = parse_json_items(body, request.content_type)
@@ -74,7 +75,7 @@ def prepare_request(request: IngestRequest, enrichers: tuple[Enricher, ...]) -> 
         raise PayloadTooLarge(
             f"{len(items)} {noun} in one request; the limit is {request.max_events}"
         )
-    batch = prepare_items(items, request.caller, request.observed, enrichers,
+    batch = prepare_items(items, request.caller, request.observed, enrichers, request.max_event_bytes,
                           relayed_chain=request.format != EVENTS)
     if decoded is not None:
         batch.decoded = decoded.without_events()
@@ -84,7 +85,7 @@ def prepare_request(request: IngestRequest, enrichers: tuple[Enricher, ...]) -> 
 def _decode_source(request: IngestRequest, body: bytes) -> Decoded:
     content_type = request.content_type
     if request.format != "otlp" and body[:2] == GZIP_MAGIC:
-        body = inflate(body, "gzip", request.max_body_bytes)  # a .json.gz file (CloudTrail)
+        body = inflate(body, "gzip", request.max_body_bytes, request.max_events)  # a .json.gz file (CloudTrail)
         if media_type(content_type) in GZIP_TYPES:
             content_type = None
     return decode(request.format, body, content_type, request.headers, options=request.options,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from auditfed.errors import Forbidden, InvalidEvent
+from auditfed.errors import EventTooLarge, Forbidden, InvalidEvent
 from auditfed.event import (
     canonical_event_bytes,
     new_event_id,
@@ -91,14 +91,17 @@ def prepare_items(
     caller: Caller,
     observed_time: str,
     enrichers: tuple[Enricher, ...] = (),
+    max_event_bytes: int | None = None,
     *,
     relayed_chain: bool = False,
 ) -> PreparedBatch:
     """Prepare every item of a request; a bad item is rejected on its own.
 
-    A source claiming another service, or any caller writing as the server itself,
-    raises :class:`~auditfed.errors.Forbidden` for the whole batch. ``relayed_chain``:
-    the items are a normaliser's, whose ``actor.chain`` the source record attested.
+    An event whose canonical bytes (what the log would store) are over
+    ``max_event_bytes`` is rejected with an error of ``"status": 413``. A source
+    claiming another service, or any caller writing as the server itself, raises
+    :class:`~auditfed.errors.Forbidden` for the whole batch. ``relayed_chain``: the
+    items are a normaliser's, whose ``actor.chain`` the source record attested.
     """
     batch = PreparedBatch([], [{} for _ in items])
     # One validation call for the whole batch; item by item (naming each problem)
@@ -112,11 +115,16 @@ def prepare_items(
         try:
             event = validate_event(item, position=position) if valid is None else valid[position]
             separate_claims(event["actor"], position, relayed_chain=relayed_chain)
-            batch.prepared.append(
-                prepare_valid_event(event, position, caller, observed_time, enrichers)
-            )
+            prepared = prepare_valid_event(event, position, caller, observed_time, enrichers)
+            if max_event_bytes is not None and len(prepared.row.data) > max_event_bytes:
+                raise EventTooLarge(f"the event is {len(prepared.row.data)} bytes of canonical JSON; "
+                                    f"the limit is {max_event_bytes} (max_event_bytes)")
+            batch.prepared.append(prepared)
         except InvalidEvent as exc:
-            batch.errors.extend(exc.errors or [{"item": position, "path": "$", "reason": exc.detail}])
+            errors = exc.errors or [{"item": position, "path": "$", "reason": exc.detail}]
+            if exc.status != InvalidEvent.status:
+                errors = [{**error, "status": exc.status} for error in errors]
+            batch.errors.extend(errors)
             batch.results[position] = _rejected(item, exc.detail)
     return batch
 

@@ -144,7 +144,10 @@ class _Parser:
         relative = _RELATIVE.match(value)
         if relative:
             offset = timedelta(**{_UNITS[relative["unit"]]: int(relative["n"])}) if relative["n"] else timedelta()
-            return format_time(self.now - offset)
+            try:
+                return format_time(self.now - offset)
+            except OverflowError:
+                raise InvalidInput(f"{value!r} is before the year 1: use a smaller offset") from None
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             value += "T00:00:00Z"
         try:

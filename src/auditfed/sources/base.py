@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from auditfed.errors import InvalidInput, PayloadTooLarge
+from auditfed.event import strict_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,11 @@ def read_json_records(
     if not text:
         raise InvalidInput(f"empty body: expected {what}")
     try:
-        whole = orjson.loads(text)
+        whole = strict_json.loads(text)
+    except strict_json.NotIJSON as exc:
+        if exc.item is None:  # not one record of an array: the body as a whole
+            raise InvalidInput(f"body is not {what}: {exc}") from None
+        return _salvage(text, what, wrapper_key, exc)
     except orjson.JSONDecodeError as exc:
         return _salvage(text, what, wrapper_key, exc)
     return list(enumerate(_records_of(whole, unwrap, what)))
@@ -165,7 +170,11 @@ def _salvage(text: bytes, what: str, wrapper_key: str | None, exc: Exception) ->
         for offset, chunk in split_json_array(text, start):
             check_record_count(position + 1, limit)
             try:
-                out.append((position, orjson.loads(chunk)))
+                out.append((position, strict_json.loads(chunk)))
+                position += 1
+                continue
+            except strict_json.NotIJSON as err:  # a whole element, but refused
+                out.append((position, RecordError(position, f"not I-JSON: {err}")))
                 position += 1
                 continue
             except orjson.JSONDecodeError as err:
@@ -193,7 +202,7 @@ def _salvage(text: bytes, what: str, wrapper_key: str | None, exc: Exception) ->
                 continue
             check_record_count(len(out) + 1, limit)
             try:
-                out.append((position, orjson.loads(line)))
+                out.append((position, strict_json.loads(line)))
                 good += 1
             except orjson.JSONDecodeError as err:
                 out.append((position, RecordError(position, f"line {position + 1}: invalid JSON: {err}")))
@@ -203,6 +212,7 @@ def _salvage(text: bytes, what: str, wrapper_key: str | None, exc: Exception) ->
 
 
 def _parses(line: bytes) -> bool:
+    """Whether a line is one JSON text (its shape only: I-JSON is checked on reading)."""
     try:
         orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -231,7 +241,9 @@ def _array_start(text: bytes, wrapper_key: str | None) -> int | None:
 def _loads_tail(piece: bytes) -> Any:
     """Parse a resynchronised piece; the last one may carry the array's closing brackets."""
     try:
-        return orjson.loads(piece)
+        return strict_json.loads(piece)
+    except strict_json.NotIJSON:
+        raise
     except orjson.JSONDecodeError:
         trimmed = piece
         for _ in range(2):
@@ -240,7 +252,7 @@ def _loads_tail(piece: bytes) -> Any:
                 break
             trimmed = trimmed[:-1]
             try:
-                return orjson.loads(trimmed)
+                return strict_json.loads(trimmed)
             except orjson.JSONDecodeError:
                 continue
         raise
@@ -305,13 +317,19 @@ def _piece(text: bytes, begin: int, end: int) -> Iterator[tuple[int, bytes]]:
 
 
 def epoch_ms_to_rfc3339(value: int | float) -> str:
-    return datetime.fromtimestamp(value / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _from_epoch(value / 1000, value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def epoch_ns_to_rfc3339(value: int) -> str:
     seconds, nanos = divmod(int(value), 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos // 1000:06d}Z"
+    return _from_epoch(seconds, value).strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos // 1000:06d}Z"
+
+
+def _from_epoch(seconds: int | float, value: int | float) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):  # beyond years 1-9999 (or the platform's time_t)
+        raise RecordProblem(f"time {value!r} is out of range") from None
 
 
 def time_value(value: Any) -> str | None:

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 import orjson
 
 from auditfed.errors import InvalidInput
-from auditfed.event import OUTCOMES
+from auditfed.event import OUTCOMES, strict_json
 from auditfed.sources.base import (
     Decoded,
     RecordError,
@@ -66,7 +66,7 @@ def decode(
     mt = media_type(content_type)
     if mt == STRUCTURED:
         try:
-            record = orjson.loads(body)
+            record = strict_json.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"invalid CloudEvent (structured mode): {exc}") from None
         records: list[tuple[int, Any]] = [(0, record)]
@@ -99,7 +99,7 @@ def _from_binary(body: bytes, content_type: str | None, headers: Mapping[str, st
     if body:
         if mt == "application/json" or mt.endswith("+json"):
             try:
-                record["data"] = orjson.loads(body)
+                record["data"] = strict_json.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise InvalidInput(f"CloudEvent data is not valid JSON: {exc}") from None
         elif mt.startswith("text/"):

@@ -36,7 +36,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from auditfed.errors import InvalidInput
-from auditfed.event import OUTCOMES
+from auditfed.event import OUTCOMES, strict_json
 from auditfed.sources.base import (
     Decoded,
     RecordProblem,
@@ -375,7 +375,7 @@ def _from_pb(
 
 def _decode_json(body: bytes, default_service: str | None) -> Decoded:
     try:
-        request = orjson.loads(body)
+        request = strict_json.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"invalid OTLP JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("resourceLogs", []), list):

@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 
 from auditfed.errors import InvalidInput
+from auditfed.event import strict_json
 from auditfed.safe_regex import REQUEST_MAX_MEM, Regex, RegexRefused, compile_regex
 from auditfed.sources.base import Decoded, RecordProblem, action_part, emit, prune, text
 
@@ -410,7 +411,7 @@ def _from_stderr(fields: dict[str, Any], message: str, entry: str, service: str)
 
 def _from_jsonlog(line: str, service: str, skip: bool) -> dict[str, Any] | None:
     try:
-        record = orjson.loads(line)
+        record = strict_json.loads(line)
     except orjson.JSONDecodeError as exc:
         raise RecordProblem(f"invalid jsonlog line: {exc}") from None
     if not isinstance(record, dict):
