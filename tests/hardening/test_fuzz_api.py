@@ -17,7 +17,7 @@ for CI on two cores: the whole module takes ~1-2 minutes); the seed is fixed
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,42 +43,6 @@ NODE = "fuzz-node"
 # Not negative_data_rejection: pydantic's lax parsing takes ``size=0.0`` as the integer 0,
 # which is lenient, not wrong.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-#: Largest integer the store can hold (SQLite INTEGER); routes that compute ``n + 1`` fail at it.
-INT64_MAX = 2**63 - 1
-
-
-def _integers_in(values: dict[str, Any] | None) -> Iterator[int]:
-    for value in (values or {}).values():
-        for item in value if isinstance(value, list) else [value]:
-            text = str(item).strip()
-            if text.lstrip("+-").isdigit():
-                yield int(text)
-
-
-def _int_beyond_64_bits(case: Any) -> bool:
-    numbers = [*_integers_in(case.path_parameters), *_integers_in(case.query)]
-    return any(abs(n) >= INT64_MAX for n in numbers)
-
-
-#: 500s that issue #16 names and that another branch owns and fixes in parallel (owner
-#: in brackets). Each entry is narrow: a case is excused only if it matches AND the answer
-#: is a 500, which must still be a problem document. The lead removes entries as the
-#: owning branches merge; once empty, delete this list and its use.
-KNOWN_ISSUE16_500S: dict[str, Callable[[Any], bool]] = {
-    # [body] integers of 2^63 - 1 and above in /v1/events/{index}, cursor, before, size, ...
-    "integer path/query parameter at or beyond 2^63 - 1": _int_beyond_64_bits,
-}
-
-
-#: The known 500s the fuzz met (each also leaves one "unhandled error" in the server log).
-EXCUSED: list[str] = []
-
-
-def _known_500(case: Any, status: int) -> str | None:
-    if status != 500:
-        return None
-    return next((name for name, matches in KNOWN_ISSUE16_500S.items() if matches(case)), None)
-
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -132,12 +96,7 @@ def role(request: pytest.FixtureRequest) -> str:
 def test_no_route_answers_5xx_or_off_contract(case: Any, role: str) -> None:
     if role == "node" and "name" in (case.path_parameters or {}):
         case.path_parameters["name"] = NODE  # its own name: past the token check, into the batch decoder
-    response = case.call()
-    if known := _known_500(case, response.status_code):
-        assert response.headers["content-type"] == ["application/problem+json"], response.text
-        EXCUSED.append(f"{case.method} {case.path}: {known}")
-        return
-    case.validate_response(response, checks=CHECKS)
+    case.validate_response(case.call(), checks=CHECKS)
 
 
 def test_server_is_alive_and_healthy_after_the_fuzz(fuzz_server: Server) -> None:
@@ -145,7 +104,7 @@ def test_server_is_alive_and_healthy_after_the_fuzz(fuzz_server: Server) -> None
     answer = httpx.get(f"{fuzz_server.url}/healthz", timeout=30)
     assert answer.status_code == 200 and answer.json()["status"] == "ok"
     unhandled = Path(fuzz_server.log_path).read_text(errors="replace").count('"message":"unhandled error"')
-    assert unhandled <= len(EXCUSED), f"{unhandled} unhandled errors in the server log, {len(EXCUSED)} known"
+    assert unhandled == 0, f"{unhandled} unhandled errors in the server log"
 
 
 # --- the 500s the fuzz found, one regression test each ---------------------------------------------
