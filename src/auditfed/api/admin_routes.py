@@ -14,6 +14,7 @@ from auditfed.api.deps import authorise, node_of, record
 from auditfed.api.responses import JSON
 from auditfed.errors import NotFound
 from auditfed.event import event_json_schema
+from auditfed.ingest.meta import token_details
 
 router = APIRouter()
 
@@ -38,7 +39,7 @@ def create_token(request: Request, body: TokenRequest) -> Response:
         body.role, service=body.service, environment=body.environment,
         description=body.description, expires_at=expires,
     )
-    record(request, caller, "admin.token.create", token_id=record_of.token_id, role=body.role)
+    record(request, caller, "admin.token.create", **token_details(record_of))
     return JSON({"token": token, **asdict(record_of)}, status_code=201)
 
 
@@ -52,9 +53,10 @@ def list_tokens(request: Request) -> Response:
 @router.delete("/v1/tokens/{token_id}", tags=["admin"], summary="Revoke a token")
 def revoke_token(request: Request, token_id: str) -> Response:
     caller = authorise(request, "admin")
-    if not node_of(request).tokens.revoke(token_id):
+    revoked = node_of(request).tokens.revoke(token_id)
+    if revoked is None:
         raise NotFound(f"no active token {token_id}")
-    record(request, caller, "admin.token.revoke", token_id=token_id)
+    record(request, caller, "admin.token.revoke", **token_details(revoked))
     return Response(status_code=204)
 
 

@@ -24,11 +24,13 @@ from auditfed.cli import rules as rules_cli
 from auditfed.cli import status as status_cli
 from auditfed.cli.access import LocalLog, LogAccess, RemoteLog
 from auditfed.cli.client import Client
+from auditfed.cli.records import record_local_act
 from auditfed.cli.sending import send_files
 from auditfed.cli.ui import progress_bar
 from auditfed.config import DEFAULT_URL, Settings, load_settings
-from auditfed.errors import AuditfedError, InvalidInput, NotFound
+from auditfed.errors import AuditfedError, Forbidden, InvalidInput, NotFound
 from auditfed.identity.tokens import TokenAuthority
+from auditfed.ingest.meta import token_details
 from auditfed.ledger import (
     Verifier,
     leaf_hash,
@@ -36,9 +38,9 @@ from auditfed.ledger import (
     verify_consistency,
     verify_inclusion,
 )
-from auditfed.node import initialise
+from auditfed.node import initialise, retention_floor
 from auditfed.store import open_store
-from auditfed.store.retention import apply_retention, parse_age
+from auditfed.store.retention import age_text, apply_retention, parse_age
 from auditfed.verification import verify_log
 
 app = typer.Typer(
@@ -190,13 +192,29 @@ def token_create(
     expires = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
-        secret, _ = TokenAuthority(store).create(
+        secret, created = TokenAuthority(store).create(
             role, service=service, environment=environment, description=description,
             expires_at=expires,
         )
     finally:
         store.close()
+    try:
+        record_local_act(settings, "admin.token.create", "/v1/tokens", token_details(created))
+    except AuditfedError:
+        _revoke_unrecorded(settings, created.token_id)
+        raise
     out.print(secret)
+
+
+def _revoke_unrecorded(settings: Settings, token_id: str) -> None:
+    """No administrative act without its record: take back a token whose creation
+    could not be logged."""
+    store = open_store(settings.store_url, fsync=settings.fsync)
+    try:
+        TokenAuthority(store).revoke(token_id)
+    finally:
+        store.close()
+    err.print(f"[red]the creation of token {token_id} could not be logged: it was revoked[/]")
 
 
 @token_app.command("list")
@@ -228,10 +246,12 @@ def token_revoke(token_id: str, data: DataOpt = None, config: ConfigOpt = None) 
     settings = _settings(data, config)
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
-        if not TokenAuthority(store).revoke(token_id):
-            raise InvalidInput(f"no active token {token_id}")
+        revoked = TokenAuthority(store).revoke(token_id)
     finally:
         store.close()
+    if revoked is None:
+        raise InvalidInput(f"no active token {token_id}")
+    record_local_act(settings, "admin.token.revoke", f"/v1/tokens/{token_id}", token_details(revoked))
     err.print(f"revoked {token_id}")
 
 
@@ -315,14 +335,26 @@ def retention(
 
     Safe while a server runs on the same store. ``verify`` afterwards checks the
     removed part from the stored leaf hashes against the signed checkpoints.
+    Meta-audit records younger than ``retention_floor`` (400d) are never removed: a
+    cut into them is refused. Every run but a dry run is logged, refusals too.
     """
     settings = _settings(data, config, store=store)
     age = parse_age(older_than) if older_than is not None else None
+    floor = retention_floor(settings)
+    asked = {"older_than_seconds": age.total_seconds() if age else None, "before": before,
+             "floor": age_text(floor) if floor else None}
     log_store = open_store(settings.store_url, fsync=settings.fsync)
     try:
-        result = apply_retention(log_store, older_than=age, before=before, dry_run=dry_run)
+        result = apply_retention(log_store, older_than=age, before=before, dry_run=dry_run, floor=floor)
+    except Forbidden as refused:
+        if not dry_run:
+            record_local_act(settings, "auditfed.retention.apply", "log",
+                             {**asked, **refused.extensions, "reason": refused.detail}, outcome="denied")
+        raise
     finally:
         log_store.close()
+    if not dry_run:
+        record_local_act(settings, "auditfed.retention.apply", "log", {**asked, **result.as_dict()})
     if as_json:
         _emit_json({**result.as_dict(), "dry_run": dry_run})
         return
