@@ -54,6 +54,9 @@ def record_local_act(
                     lock.release()
                 return
         store.hand_over([prepared.row], received_by=f"cli:{operator['user']}@{operator['host']}")
+        if _no_leader(store):
+            err.print("the record of this act is queued: the node that leads next appends it")
+            return
         _wait_until_appended(store, prepared)
     finally:
         store.close()
@@ -69,6 +72,12 @@ def _append(store: Store, settings: Settings, prepared: Prepared) -> None:
     finally:
         sequencer.stop()  # signs the checkpoint that covers the record
     store.forget_handed_over([(service, event_id) for service, event_id, _ in left])
+
+
+def _no_leader(store: Store) -> bool:
+    """A PostgreSQL cluster with no node leading (no one would append the record now)."""
+    status = getattr(store, "cluster_status", None)
+    return status is not None and status()["leader"] is None
 
 
 def _wait_until_appended(store: Store, prepared: Prepared) -> None:

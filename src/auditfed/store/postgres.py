@@ -778,9 +778,7 @@ class PostgresStore(Store):
             tx.add_pending([(False, row) for row in rows], received_by)
 
     def is_handed_over(self, service: str, event_id: str) -> bool:
-        return self._one(
-            "SELECT 1 FROM pending WHERE service = %s AND event_id = %s", (service, event_id)
-        ) is not None
+        return self.lookup_pending(service, event_id)
 
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         with _errors("write"), self._pool.connection() as conn:
