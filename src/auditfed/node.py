@@ -161,6 +161,9 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: Entries observed longer ago than this are removed (``retention``), or kept;
+        #: meta-audit records younger than the floor never are (``retention_floor``).
+        self.retention, self.retention_floor = _retention_of(settings)
         self.signer = load_signer(settings)
         self.store: Store = open_store(settings.store_url, fsync=settings.fsync)
         #: An embedded log has one writer process: this server (see WriterLock).
@@ -205,9 +208,6 @@ class Node:
             lambda: cp.size if (cp := self.sequencer.latest_checkpoint) else 0,
         )
         self.metrics.track(self.metrics.retained_from, self.store.retained_from)
-        #: Entries observed longer ago than this are removed (``retention``), or kept;
-        #: meta-audit records younger than the floor never are (``retention_floor``).
-        self.retention, self.retention_floor = _retention_of(settings)
         #: Appends what a CLI hands over while this server runs (SQLite; a PostgreSQL
         #: leader drains the cluster's pending table itself).
         self.hand_over = HandOverDrain(self.store, self.sequencer) if self.writer_lock else None
