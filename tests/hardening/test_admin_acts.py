@@ -22,7 +22,7 @@ from support.server import Server, run_cli
 from auditfed.config import load_settings
 from auditfed.errors import ConfigError
 from auditfed.ledger import Signer
-from auditfed.node import _retention_of
+from auditfed.node import Node, _retention_of, initialise
 from auditfed.store.writer_lock import WriterLock
 
 
@@ -171,3 +171,24 @@ def test_a_retention_that_would_cut_into_the_floor_is_refused_at_start(
         _retention_of(load_settings(data_dir=tmp_path, **values))
     age, floor = _retention_of(load_settings(data_dir=tmp_path, retention="90d", retention_floor="0"))
     assert (age.days, floor) == (90, None)  # type: ignore[union-attr]
+
+
+def test_one_process_at_a_time_writes_a_data_dirs_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second server (or a CLI appending) on an embedded log is refused or waits: two
+    writers would fork the Merkle tree."""
+    import auditfed.node as node_module
+
+    settings = load_settings(data_dir=tmp_path / "d", ingest_workers=0, fsync=False)
+    initialise(settings)
+    first = WriterLock(settings.data_dir)
+    assert first.try_acquire("auditfed serve on 127.0.0.1:1")
+    monkeypatch.setattr(node_module, "WRITER_LOCK_WAIT", 0.2)
+    with pytest.raises(ConfigError, match=r"auditfed serve on 127\.0\.0\.1:1"):
+        Node(settings)
+    first.release()
+    node = Node(settings)
+    try:
+        assert not WriterLock(settings.data_dir).try_acquire("a CLI command")
+    finally:
+        node.close()
+    assert WriterLock(settings.data_dir).try_acquire("a CLI command")
