@@ -140,6 +140,8 @@ def serve(
     upstream_token: Annotated[str | None, typer.Option(help="this node's token at the hub")] = None,
     retention: Annotated[str | None, typer.Option(
         help="remove entries observed longer ago than this (400d, 52w, 7y) [keep all]")] = None,
+    retention_floor: Annotated[str | None, typer.Option(
+        help="keep meta-audit records at least this long (0: no floor) [400d]")] = None,
 ) -> None:
     """Run the server (initialising the data dir on first start)."""
     from auditfed.api.server import serve as run_server
@@ -150,7 +152,7 @@ def serve(
         max_body_bytes=max_body_bytes, max_events_per_request=max_events_per_request,
         checkpoint_interval=checkpoint_interval, ingest_workers=ingest_workers,
         log_level=log_level, log_format=log_format, node_name=node_name, upstream=upstream,
-        upstream_token=upstream_token, retention=retention,
+        upstream_token=upstream_token, retention=retention, retention_floor=retention_floor,
     )
     created = initialise(settings)
     if created is not None:
