@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         description="event bytes per page of a read (search, log entries, answers): a page may hold "
         "fewer than asked (at least one event); clients page on",
     )
+    # issue 16 item 5 (admin): the auditors' trail outlives retention.
+    retention_floor: str = Field(
+        "400d",
+        description="meta-audit records (source.service auditfed: auditor reads, admin acts, "
+        "retention runs, alerts) younger than this are never removed: a retention cut into them "
+        "is refused. 0 = no floor",
+    )
     demo: bool = Field(False, description="feed demo events from made-up services")
     demo_rate: float = Field(20.0, gt=0, description="demo events per second")
 

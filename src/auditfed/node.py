@@ -16,19 +16,18 @@ import tempfile
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from auditfed.config import Settings
 from auditfed.detect.service import DetectionService
-from auditfed.errors import ConfigError, InvalidInput
-from auditfed.event.model import format_time
+from auditfed.errors import ConfigError, Forbidden, InvalidInput
 from auditfed.federation.service import Federation
 from auditfed.federation.witness import create_witness_key
 from auditfed.identity.tokens import Caller, TokenAuthority
 from auditfed.identity.workload import WorkloadAuthenticator
-from auditfed.ingest.prepare import prepare_event
+from auditfed.ingest.meta import SELF, HandOverDrain, meta_event, prepare_meta, token_actor
 from auditfed.ingest.sequencer import Sequencer
 from auditfed.ingest.workers import (
     InlinePreparer,
@@ -41,7 +40,8 @@ from auditfed.ledger import Signer
 from auditfed.observability import Metrics
 from auditfed.sources.redaction import Redactor
 from auditfed.store import Store, open_store
-from auditfed.store.retention import RetentionResult, apply_retention, parse_age
+from auditfed.store.retention import RetentionResult, age_text, apply_retention, parse_age, parse_floor
+from auditfed.store.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,34 @@ def load_signer(settings: Settings) -> Signer:
         ) from None
 
 
-_SELF = Caller("auditfed", "admin")
+#: Seconds a starting server waits for a CLI command holding the data dir's writer lock.
+WRITER_LOCK_WAIT = 30.0
 
 
-def _retention_of(settings: Settings) -> timedelta | None:
-    if settings.retention is None:
-        return None
+def retention_floor(settings: Settings) -> timedelta | None:
+    """How long meta-audit records are kept whatever retention asks (``None``: no floor)."""
     try:
-        return parse_age(settings.retention)
+        return parse_floor(settings.retention_floor)
+    except InvalidInput as exc:
+        raise ConfigError(f"retention_floor: {exc.detail}") from None
+
+
+def _retention_of(settings: Settings) -> tuple[timedelta | None, timedelta | None]:
+    """The ``retention`` age and the ``retention_floor`` that protects the auditors' trail."""
+    floor = retention_floor(settings)
+    if settings.retention is None:
+        return None, floor
+    try:
+        age = parse_age(settings.retention)
     except InvalidInput as exc:
         raise ConfigError(f"retention: {exc.detail}") from None
+    if floor is not None and age < floor:
+        raise ConfigError(
+            f"retention {settings.retention} is shorter than retention_floor {settings.retention_floor}: "
+            "meta-audit records (the auditors' trail) younger than the floor are never removed, so "
+            "every run would be refused; set retention to at least the floor"
+        )
+    return age, floor
 
 
 class Node:
@@ -146,8 +164,20 @@ class Node:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: Entries observed longer ago than this are removed (``retention``), or kept;
+        #: meta-audit records younger than the floor never are (``retention_floor``).
+        self.retention, self.retention_floor = _retention_of(settings)
         self.signer = load_signer(settings)
         self.store: Store = open_store(settings.store_url, fsync=settings.fsync)
+        #: An embedded log has one writer process: this server (see WriterLock).
+        self.writer_lock: WriterLock | None = None
+        if self.store.url.startswith("sqlite"):
+            self.writer_lock = WriterLock(settings.data_dir)
+            try:
+                self.writer_lock.acquire(f"auditfed serve on {settings.listen}", WRITER_LOCK_WAIT)
+            except ConfigError:
+                self.store.close()
+                raise
         self.metrics = Metrics()
         #: The JWKS cache this server's processes share (a private directory for this run).
         self.jwks_dir = Path(tempfile.mkdtemp(prefix="auditfed-jwks-")) if settings.issuers else None
@@ -183,8 +213,9 @@ class Node:
             lambda: cp.size if (cp := self.sequencer.latest_checkpoint) else 0,
         )
         self.metrics.track(self.metrics.retained_from, self.store.retained_from)
-        #: Entries observed longer ago than this are removed (``retention``), or kept.
-        self.retention = _retention_of(settings)
+        #: Appends what a CLI hands over while this server runs (SQLite; a PostgreSQL
+        #: leader drains the cluster's pending table itself).
+        self.hand_over = HandOverDrain(self.store, self.sequencer) if self.writer_lock else None
         #: Federation: the hub part, and the forwarder when ``upstream`` is set.
         self.federation = Federation(self)
         #: Live detection, alerts and their sinks (set up by ``start``).
@@ -202,28 +233,35 @@ class Node:
         Returns the sequencer's future: callers that answer only after the record is
         durable wait on it.
         """
-        event = {
-            "action": action,
-            "outcome": "success",
-            "actor": {"id": f"token:{caller.token_id}", "type": caller.role},
-            "resource": {"type": "endpoint", "id": resource},
-            "source": {"service": "auditfed", "kind": "auditfed"},
-            "attributes": details,
-        }
-        if self.settings.node_name:
-            event["source"]["node"] = self.settings.node_name
-        observed = format_time(datetime.now(UTC))
-        prepared = prepare_event(event, 0, _SELF, observed, own=True)
-        return self.sequencer.submit([prepared])
+        return self.record(action, token_actor(caller), resource, details)
 
-    def apply_retention(self, older_than: timedelta) -> RetentionResult:
-        """Remove entries observed longer than ``older_than`` ago; record that it did."""
-        result = apply_retention(self.store, older_than=older_than)
+    def record(
+        self, action: str, actor: dict[str, Any], resource: str, details: dict[str, Any],
+        outcome: str = "success",
+    ) -> Future:
+        """Append a meta-audit record (:mod:`auditfed.ingest.meta`); its future says when
+        it is durable."""
+        event = meta_event(action, actor, resource, details, outcome=outcome,
+                           node=self.settings.node_name)
+        return self.sequencer.submit([prepare_meta(event)])
+
+    def apply_retention(self, older_than: timedelta) -> RetentionResult | None:
+        """Remove entries observed longer than ``older_than`` ago; record runs that
+        removed something, and refusals (``None``: a young meta-audit record was in the way)."""
+        floor = self.retention_floor
+        details: dict[str, Any] = {"older_than_seconds": older_than.total_seconds(),
+                                   "floor": age_text(floor) if floor else None}
+        try:
+            result = apply_retention(self.store, older_than=older_than, floor=floor)
+        except Forbidden as exc:
+            log.error("retention refused", extra={"detail": exc.detail})
+            self.record("auditfed.retention.apply", token_actor(SELF), "log",
+                        {**details, **exc.extensions, "reason": exc.detail}, outcome="denied")
+            return None
         if result.removed:
             log.info("retention removed entries", extra=result.as_dict())
-            self.record_access(_SELF, "auditfed.retention.apply", "log",
-                               {"older_than_seconds": older_than.total_seconds(),
-                                **result.as_dict()})
+            self.record("auditfed.retention.apply", token_actor(SELF), "log",
+                        {**details, **result.as_dict()})
         return result
 
     def start(self) -> None:
@@ -241,6 +279,8 @@ class Node:
         else:
             self.detection.start()
         self.federation.start()
+        if self.hand_over is not None:
+            self.hand_over.start()
 
     def _leader_detection(self) -> DetectionService:
         if self.detection is None or self.detection.started:  # a new term of leadership
@@ -252,8 +292,12 @@ class Node:
         self.preparer.close()
         if self.jwks_dir is not None:
             shutil.rmtree(self.jwks_dir, ignore_errors=True)
+        if self.hand_over is not None:
+            self.hand_over.stop()
         self.federation.stop()
         if self.detection is not None:
             self.detection.stop(self.settings.shutdown_grace)
         self.sequencer.stop()
         self.store.close()
+        if self.writer_lock is not None:
+            self.writer_lock.release()

@@ -16,6 +16,7 @@ from auditfed.api.responses import JSON, DecodedBodyRoute
 from auditfed.errors import NotFound
 from auditfed.event import event_json_schema
 from auditfed.identity.tokens import MAX_TOKEN_SECONDS
+from auditfed.ingest.meta import token_details
 
 router = APIRouter(route_class=DecodedBodyRoute)
 
@@ -40,7 +41,7 @@ def create_token(request: Request, body: TokenRequest) -> Response:
         body.role, service=body.service, environment=body.environment,
         description=body.description, expires_at=expires,
     )
-    record(request, caller, "admin.token.create", token_id=record_of.token_id, role=body.role)
+    record(request, caller, "admin.token.create", **token_details(record_of))
     return JSON({"token": token, **asdict(record_of)}, status_code=201)
 
 
@@ -54,9 +55,10 @@ def list_tokens(request: Request) -> Response:
 @router.delete("/v1/tokens/{token_id}", tags=["admin"], summary="Revoke a token", status_code=204)
 def revoke_token(request: Request, token_id: str) -> Response:
     caller = authorise(request, "admin")
-    if not node_of(request).tokens.revoke(token_id):
+    revoked = node_of(request).tokens.revoke(token_id)
+    if revoked is None:
         raise NotFound(f"no active token {token_id}")
-    record(request, caller, "admin.token.revoke", token_id=token_id)
+    record(request, caller, "admin.token.revoke", **token_details(revoked))
     return Response(status_code=204)
 
 

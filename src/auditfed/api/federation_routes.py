@@ -66,7 +66,7 @@ def get_cosigned_checkpoint(request: Request) -> Response:
 def post_node(request: Request, body: Enrolment) -> Response:
     caller = authorise(request, "admin")
     token, enrolled = enrol_node(node_of(request).store, body.name, body.key)
-    record(request, caller, "admin.federation.enrol", node=body.name)
+    record(request, caller, "admin.federation.enrol", node=body.name, key=enrolled.key)
     return JSON({"token": token, **node_summary(enrolled)}, status_code=201)
 
 

@@ -1,7 +1,8 @@
 """``auditfed node add|reset|list`` (on a hub) and ``auditfed federation status``.
 
 ``node add`` and ``node reset`` work on the hub's data dir directly, like ``token
-create``, or through its API with ``--url``. ``federation status`` asks a running
+create``, or through its API with ``--url``; either way the act is logged
+(:mod:`auditfed.cli.records`). ``federation status`` asks a running
 server (``--url``): as a node, how far its hub has acknowledged its log (the lag);
 as a hub, what it verified of each node.
 """
@@ -18,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from auditfed.cli.client import Client
-from auditfed.config import DEFAULT_URL, load_settings
+from auditfed.cli.records import record_local_act
+from auditfed.config import DEFAULT_URL, Settings, load_settings
 from auditfed.federation.hub import enrol_node, node_summary, reinstate_node
 from auditfed.node import initialise
-from auditfed.store import open_store
+from auditfed.store import Store, open_store
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -42,13 +44,13 @@ def _emit(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _local_store(data: Path | None, config: Path | None) -> Any:
+def _local_store(data: Path | None, config: Path | None) -> tuple[Settings, Store]:
     settings = load_settings(config, data_dir=data)
     fresh = initialise(settings)
     if fresh is not None:
         err.print(f"Initialised {settings.data_dir}; its admin token (shown only now): "
                   f"{fresh.admin_token}")
-    return open_store(settings.store_url, fsync=settings.fsync)
+    return settings, open_store(settings.store_url, fsync=settings.fsync)
 
 
 @node_app.command("add")
@@ -64,11 +66,13 @@ def node_add(
                                              json={"name": name, "key": key}).json()
         out.print(created["token"])
         return
-    store = _local_store(data, config)
+    settings, store = _local_store(data, config)
     try:
-        secret, _ = enrol_node(store, name, key)
+        secret, enrolled = enrol_node(store, name, key)
     finally:
         store.close()
+    record_local_act(settings, "admin.federation.enrol", "/v1/federation/nodes",
+                     {"node": name, "key": enrolled.key})
     err.print(f"enrolled node {name}; its token (pass it as --upstream-token on the node):")
     out.print(secret)
 
@@ -85,18 +89,20 @@ def node_reset(
         Client(url, token).request("POST", f"/v1/federation/nodes/{name}/reinstate",
                                    json={"rebaseline": rebaseline})
     else:
-        store = _local_store(data, config)
+        settings, store = _local_store(data, config)
         try:
             reinstate_node(store, name, rebaseline=rebaseline)
         finally:
             store.close()
+        record_local_act(settings, "admin.federation.reinstate",
+                         f"/v1/federation/nodes/{name}/reinstate", {"node": name, "rebaseline": rebaseline})
     err.print(f"node {name} reinstated" + (" (rebaselined)" if rebaseline else ""))
 
 
 @node_app.command("list")
 def node_list(data: DataOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Enrolled nodes and what the hub verified of each."""
-    store = _local_store(data, config)
+    _, store = _local_store(data, config)
     try:
         nodes = [node_summary(r) for r in store.federation_nodes()]
     finally:

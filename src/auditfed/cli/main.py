@@ -24,11 +24,13 @@ from auditfed.cli import rules as rules_cli
 from auditfed.cli import status as status_cli
 from auditfed.cli.access import LocalLog, LogAccess, RemoteLog
 from auditfed.cli.client import Client
+from auditfed.cli.records import record_local_act
 from auditfed.cli.sending import send_files
 from auditfed.cli.ui import progress_bar
 from auditfed.config import DEFAULT_URL, Settings, load_settings
-from auditfed.errors import AuditfedError, InvalidInput, NotFound
+from auditfed.errors import AuditfedError, Forbidden, InvalidInput, NotFound
 from auditfed.identity.tokens import MAX_TOKEN_SECONDS, TokenAuthority
+from auditfed.ingest.meta import token_details
 from auditfed.ledger import (
     Verifier,
     leaf_hash,
@@ -36,9 +38,9 @@ from auditfed.ledger import (
     verify_consistency,
     verify_inclusion,
 )
-from auditfed.node import initialise
+from auditfed.node import initialise, retention_floor
 from auditfed.store import open_store
-from auditfed.store.retention import apply_retention, parse_age
+from auditfed.store.retention import age_text, apply_retention, parse_age
 from auditfed.verification import verify_log
 
 app = typer.Typer(
@@ -139,6 +141,8 @@ def serve(
     upstream_token: Annotated[str | None, typer.Option(help="this node's token at the hub")] = None,
     retention: Annotated[str | None, typer.Option(
         help="remove entries observed longer ago than this (400d, 52w, 7y) [keep all]")] = None,
+    retention_floor: Annotated[str | None, typer.Option(
+        help="keep meta-audit records at least this long (0: no floor) [400d]")] = None,
 ) -> None:
     """Run the server (initialising the data dir on first start)."""
     from auditfed.api.server import serve as run_server
@@ -149,7 +153,7 @@ def serve(
         max_body_bytes=max_body_bytes, max_events_per_request=max_events_per_request,
         max_event_bytes=max_event_bytes, checkpoint_interval=checkpoint_interval, ingest_workers=ingest_workers,
         log_level=log_level, log_format=log_format, node_name=node_name, upstream=upstream,
-        upstream_token=upstream_token, retention=retention,
+        upstream_token=upstream_token, retention=retention, retention_floor=retention_floor,
     )
     created = initialise(settings)
     if created is not None:
@@ -192,13 +196,29 @@ def token_create(
     expires = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
-        secret, _ = TokenAuthority(store).create(
+        secret, created = TokenAuthority(store).create(
             role, service=service, environment=environment, description=description,
             expires_at=expires,
         )
     finally:
         store.close()
+    try:
+        record_local_act(settings, "admin.token.create", "/v1/tokens", token_details(created))
+    except AuditfedError:
+        _revoke_unrecorded(settings, created.token_id)
+        raise
     out.print(secret)
+
+
+def _revoke_unrecorded(settings: Settings, token_id: str) -> None:
+    """No administrative act without its record: take back a token whose creation
+    could not be logged."""
+    store = open_store(settings.store_url, fsync=settings.fsync)
+    try:
+        TokenAuthority(store).revoke(token_id)
+    finally:
+        store.close()
+    err.print(f"[red]the creation of token {token_id} could not be logged: it was revoked[/]")
 
 
 @token_app.command("list")
@@ -230,10 +250,12 @@ def token_revoke(token_id: str, data: DataOpt = None, config: ConfigOpt = None) 
     settings = _settings(data, config)
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
-        if not TokenAuthority(store).revoke(token_id):
-            raise InvalidInput(f"no active token {token_id}")
+        revoked = TokenAuthority(store).revoke(token_id)
     finally:
         store.close()
+    if revoked is None:
+        raise InvalidInput(f"no active token {token_id}")
+    record_local_act(settings, "admin.token.revoke", f"/v1/tokens/{token_id}", token_details(revoked))
     err.print(f"revoked {token_id}")
 
 
@@ -317,14 +339,26 @@ def retention(
 
     Safe while a server runs on the same store. ``verify`` afterwards checks the
     removed part from the stored leaf hashes against the signed checkpoints.
+    Meta-audit records younger than ``retention_floor`` (400d) are never removed: a
+    cut into them is refused. Every run but a dry run is logged, refusals too.
     """
     settings = _settings(data, config, store=store)
     age = parse_age(older_than) if older_than is not None else None
+    floor = retention_floor(settings)
+    asked = {"older_than_seconds": age.total_seconds() if age else None, "before": before,
+             "floor": age_text(floor) if floor else None}
     log_store = open_store(settings.store_url, fsync=settings.fsync)
     try:
-        result = apply_retention(log_store, older_than=age, before=before, dry_run=dry_run)
+        result = apply_retention(log_store, older_than=age, before=before, dry_run=dry_run, floor=floor)
+    except Forbidden as refused:
+        if not dry_run:
+            record_local_act(settings, "auditfed.retention.apply", "log",
+                             {**asked, **refused.extensions, "reason": refused.detail}, outcome="denied")
+        raise
     finally:
         log_store.close()
+    if not dry_run:
+        record_local_act(settings, "auditfed.retention.apply", "log", {**asked, **result.as_dict()})
     if as_json:
         _emit_json({**result.as_dict(), "dry_run": dry_run})
         return

@@ -181,5 +181,8 @@ class TokenAuthority:
     def list(self) -> list[TokenRecord]:
         return self.store.list_tokens()
 
-    def revoke(self, token_id: str) -> bool:
-        return self.store.revoke_token(token_id, format_time(datetime.now(UTC)))
+    def revoke(self, token_id: str) -> TokenRecord | None:
+        """Revoke an active token: its record, now revoked (``None``: no such active token)."""
+        if not self.store.revoke_token(token_id, format_time(datetime.now(UTC))):
+            return None
+        return next((r for r in self.store.list_tokens() if r.token_id == token_id), None)

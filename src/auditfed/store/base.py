@@ -237,6 +237,28 @@ class Store(abc.ABC):
         as the store's granularity allows; never the newest entry, from which the
         log's size is known. Returns :meth:`retained_from` afterwards."""
 
+    # --- records handed to the log's writer ---
+    @abc.abstractmethod
+    def hand_over(self, rows: Sequence[EntryRow], received_by: str) -> None:
+        """Queue ``rows`` (with producer-given ids) for the process that writes the log,
+        durably: the records of administrative acts a CLI made while a server runs.
+
+        SQLite: a queue the running server drains (:meth:`handed_over`); PostgreSQL: the
+        cluster's ``pending`` table, which the leader drains like any follower's events.
+        """
+
+    @abc.abstractmethod
+    def is_handed_over(self, service: str, event_id: str) -> bool:
+        """Whether a handed-over record still waits for the log's writer."""
+
+    def handed_over(self, limit: int = 100) -> list[tuple[str, str, bytes]]:
+        """``(service, event_id, data)`` of queued records the server must append
+        (none where the leader drains its own queue)."""
+        return []
+
+    def forget_handed_over(self, keys: Sequence[tuple[str, str]]) -> None:  # noqa: B027 - optional
+        """Drop handed-over records once they are durable in the log."""
+
     # --- checkpoints ---
     @abc.abstractmethod
     def latest_checkpoint(self) -> CheckpointRecord | None: ...

@@ -783,6 +783,14 @@ class PostgresStore(Store):
         )
         return changed > 0
 
+    # --- records handed to the log's writer: the cluster's own queue, drained by the leader ---
+    def hand_over(self, rows: Sequence[EntryRow], received_by: str) -> None:
+        with self.transaction() as tx:
+            tx.add_pending([(False, row) for row in rows], received_by)
+
+    def is_handed_over(self, service: str, event_id: str) -> bool:
+        return self.lookup_pending(service, event_id)
+
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         with _errors("write"), self._pool.connection() as conn:
             return conn.execute(sql, params).rowcount  # type: ignore[arg-type]

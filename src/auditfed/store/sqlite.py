@@ -177,6 +177,17 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE event_index;
     DELETE FROM meta WHERE key = 'indexed_size';
     """,
+    # Records of administrative acts a CLI made on the data dir while a server ran,
+    # waiting for that server (the log's single writer) to append them.
+    """
+    CREATE TABLE handed_over (
+        service TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        data BLOB NOT NULL,
+        received_by TEXT,
+        PRIMARY KEY (service, event_id)
+    );
+    """,
 )
 
 #: Schema of the query index file (its own ``PRAGMA user_version``).
@@ -650,6 +661,29 @@ class SQLiteStore(Store):
             (when, token_id),
         )
         return changed > 0
+
+    # --- records handed to the log's writer ---
+    def hand_over(self, rows: Sequence[EntryRow], received_by: str) -> None:
+        with self._side_transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO handed_over (service, event_id, data, received_by)"
+                " VALUES (?, ?, ?, ?)",
+                [(r.service, r.event_id, r.data, received_by) for r in rows],
+            )
+
+    def is_handed_over(self, service: str, event_id: str) -> bool:
+        return self._reader().execute(
+            "SELECT 1 FROM handed_over WHERE service = ? AND event_id = ?", (service, event_id)
+        ).fetchone() is not None
+
+    def handed_over(self, limit: int = 100) -> list[tuple[str, str, bytes]]:
+        return self._reader().execute(
+            "SELECT service, event_id, data FROM handed_over ORDER BY rowid LIMIT ?", (limit,)
+        ).fetchall()
+
+    def forget_handed_over(self, keys: Sequence[tuple[str, str]]) -> None:
+        with self._side_transaction() as conn:
+            conn.executemany("DELETE FROM handed_over WHERE service = ? AND event_id = ?", keys)
 
     # --- alerts ---
     def add_alerts(
