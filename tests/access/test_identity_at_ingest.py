@@ -33,22 +33,9 @@ def idserver(tmp_path_factory: pytest.TempPathFactory, issuer: OIDCIssuer,
     base = tmp_path_factory.mktemp("id")
     config = base / "auditfed.toml"
     config.write_text(f"""
-[[issuers]]
-issuer = "{issuer.issuer}"
-jwks_uri = "{issuer.jwks_uri}"
-audiences = ["auditfed"]
-principal_claim = "email"
-
-[[issuers]]
-issuer = "{cluster.issuer}"
-jwks_uri = "{cluster.jwks_uri}"
-audiences = ["auditfed"]
-
-[[workloads]]
-issuer = "{cluster.issuer}"
-subject = "system:serviceaccount:payments:{{name}}"
-service = "payments-{{name}}"
-
+{issuer.toml(principal_claim="email")}
+{cluster.toml()}
+{cluster.workload_toml()}
 [directory.principals]
 "alice@corp.example" = ["github:alice", "k8s:oidc:alice@corp.example", "pg:alice_rw",
                         "aws:arn:aws:iam::123456789012:user/alice"]

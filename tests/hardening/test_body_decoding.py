@@ -14,6 +14,7 @@ import uuid
 
 import orjson
 import pytest
+from body_helpers import assert_problem, stored
 from support.server import Server
 
 from auditfed.ledger.note import Signer
@@ -39,23 +40,6 @@ def post(server: Server, token: str, path: str, body: bytes, content_type: str =
          **headers: str):
     with server.client(token) as http:
         return http.post(path, content=body, headers={"Content-Type": content_type, **headers})
-
-
-def stored(server: Server, admin: str, actor: str) -> int:
-    """How many stored events have ``actor.id`` ``actor``."""
-    with server.client(admin) as http:
-        answer = http.get("/v1/events", params={"q": f"actor:{actor}", "limit": 1000})
-    assert answer.status_code == 200, answer.text
-    return len(answer.json()["events"])
-
-
-def assert_problem(response, status: int, *texts: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    for text in texts:
-        assert text in body["detail"], body
-    return body
 
 
 # --- gzip ------------------------------------------------------------------------------

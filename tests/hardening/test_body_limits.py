@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from body_helpers import assert_problem, stored
 from support.server import Server, run_cli
 
 MiB = 1024 * 1024
@@ -30,22 +31,6 @@ def marker() -> str:
 
 def event(actor: str, **fields: object) -> dict:
     return {"id": str(uuid.uuid4()), "action": "db.query", "actor": {"id": actor}, **fields}
-
-
-def stored(server: Server, admin: str, actor: str) -> int:
-    with server.client(admin) as http:
-        answer = http.get("/v1/events", params={"q": f"actor:{actor}", "limit": 1000})
-    assert answer.status_code == 200, answer.text
-    return len(answer.json()["events"])
-
-
-def assert_problem(response, status: int, *texts: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    for text in texts:
-        assert text in body["detail"], body
-    return body
 
 
 # --- the per-event size cap ------------------------------------------------------------------

@@ -60,22 +60,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, issuer: OIDCIssuer, cluster
 default_rules = false
 rules = [{json.dumps(str(base / "rules"))}]
 
-[[issuers]]
-issuer = "{issuer.issuer}"
-jwks_uri = "{issuer.jwks_uri}"
-audiences = ["auditfed"]
-principal_claim = "email"
-
-[[issuers]]
-issuer = "{cluster.issuer}"
-jwks_uri = "{cluster.jwks_uri}"
-audiences = ["auditfed"]
-
-[[workloads]]
-issuer = "{cluster.issuer}"
-subject = "system:serviceaccount:payments:{{name}}"
-service = "payments-{{name}}"
-
+{issuer.toml(principal_claim="email")}
+{cluster.toml()}
+{cluster.workload_toml()}
 [[workloads]]
 issuer = "{cluster.issuer}"
 subject = "system:serviceaccount:platform:{{name}}"

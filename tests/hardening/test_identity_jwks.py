@@ -38,16 +38,8 @@ def start_server(base: Path, issuer: OIDCIssuer, workers: int) -> Server:
 ingest_workers = {workers}
 jwks_timeout = 60
 
-[[issuers]]
-issuer = "{issuer.issuer}"
-jwks_uri = "{issuer.jwks_uri}"
-audiences = ["auditfed"]
-
-[[workloads]]
-issuer = "{issuer.issuer}"
-subject = "system:serviceaccount:payments:{{name}}"
-service = "payments-{{name}}"
-""")
+{issuer.toml()}
+{issuer.workload_toml()}""")
     return Server(base / "data", "--config", str(config)).start()
 
 

@@ -126,6 +126,16 @@ class OIDCIssuer:
     def jwks_uri(self) -> str:
         return self.issuer + "/jwks"
 
+    def toml(self, principal_claim: str | None = None) -> str:
+        """This issuer as an ``[[issuers]]`` table of an auditfed config."""
+        table = f'[[issuers]]\nissuer = "{self.issuer}"\njwks_uri = "{self.jwks_uri}"\naudiences = ["auditfed"]\n'
+        return table + (f'principal_claim = "{principal_claim}"\n' if principal_claim else "")
+
+    def workload_toml(self) -> str:
+        """A ``[[workloads]]`` table: this issuer's payments service accounts are sources."""
+        return (f'[[workloads]]\nissuer = "{self.issuer}"\n'
+                'subject = "system:serviceaccount:payments:{name}"\nservice = "payments-{name}"\n')
+
     @property
     def discovery_url(self) -> str:
         return self.issuer + "/.well-known/openid-configuration"
