@@ -219,24 +219,17 @@ def _collect(node: Any, out: list[str]) -> None:
 
 
 def _rewrite(node: Any, flagged: set[str]) -> Any:
+    """``node`` with its flagged strings redacted; containers are copied only where changed."""
     if isinstance(node, str):
         return redact_text(node) if node in flagged else node
-    if isinstance(node, dict):
-        result: dict[str, Any] | None = None
-        for name, value in node.items():
-            if isinstance(value, str | dict | list):
-                new = _rewrite(value, flagged)
-                if new is not value:
-                    result = result if result is not None else dict(node)
-                    result[name] = new
-        return node if result is None else result
-    if isinstance(node, list):
-        new_list: list[Any] | None = None
-        for i, value in enumerate(node):
-            if isinstance(value, str | dict | list):
-                new = _rewrite(value, flagged)
-                if new is not value:
-                    new_list = new_list if new_list is not None else list(node)
-                    new_list[i] = new
-        return node if new_list is None else new_list
-    return node
+    if not isinstance(node, dict | list):
+        return node
+    copy: dict[str, Any] | list[Any] | None = None
+    for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+        if isinstance(value, str | dict | list):
+            new = _rewrite(value, flagged)
+            if new is not value:
+                if copy is None:
+                    copy = dict(node) if isinstance(node, dict) else list(node)
+                copy[key] = new  # type: ignore[index]
+    return node if copy is None else copy
