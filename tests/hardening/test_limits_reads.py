@@ -32,6 +32,7 @@ def _env() -> dict[str, str]:
     for name in Settings.model_fields:
         if "event" in name and name.endswith("bytes"):
             env[f"AUDITFED_{name.upper()}"] = str(16 * 1024 * 1024)
+    env["AUDITFED_DIRECTORY"] = json.dumps({"principals": {"hoarder@corp.example": ["app:hoarder"]}})
     return env
 
 
@@ -46,7 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                  for n in range(SMALL_EVENTS)]
         assert http.post("/v1/events", json=small).json()["accepted"] == SMALL_EVENTS
         for n in range(BIG_EVENTS):
-            big = {"action": "big.blob", "actor": {"id": "hoarder", "principal": "hoarder@corp.example"},
+            big = {"action": "big.blob", "actor": {"id": "hoarder"},  # the directory names the principal
                    "trace": {"trace_id": TRACE, "span_id": f"{n + 1:016x}"},
                    "attributes": {"n": n, "blob": "b" * BIG_EVENT_BYTES}}
             answer = http.post("/v1/events", json=[big])

@@ -22,7 +22,8 @@ router = APIRouter(tags=["query"])
 @router.get("/v1/events/{index}", summary="One event by its log index", responses=problem_responses(410))
 def get_event(
     request: Request,
-    index: int = Path(ge=0, le=MAX_INDEX, description="the event's log index"),
+    # a leaf index is below the tree size, itself at most MAX_INDEX
+    index: int = Path(ge=0, le=MAX_INDEX - 1, description="the event's log index"),
     format: Literal["auditfed", "ocsf"] = Query("auditfed", description="ocsf: the OCSF view"),
 ) -> Response:
     caller = reader(request, "audit.event.read")
