@@ -124,3 +124,7 @@ class StoreError(AuditfedError):
 class ConfigError(AuditfedError):
     status = 500
     title = "Configuration error"
+
+
+class ListenError(ConfigError):
+    """The server cannot listen on its address (in use, not local, not permitted). (demo part)"""

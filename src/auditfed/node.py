@@ -2,7 +2,8 @@
 
 This is the composition root shared by the HTTP API and the CLI. ``initialise``
 prepares a data dir once: the Ed25519 log key (mode 0600), the store, and the first
-admin token, which is returned so it can be printed exactly once.
+admin token, which is returned to be printed and also kept in ``admin.token`` (mode
+0600, beside the log key, which is worth more) so a newcomer can find it again.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 KEY_FILE = "log.key"
 SALT_FILE = "redaction.salt"
 STORE_FILE = "store.url"
+ADMIN_TOKEN_FILE = "admin.token"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def initialise(settings: Settings) -> Initialised | None:
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
         token, _ = TokenAuthority(store).create("admin", description="created at init")
+        _replace_private_file(settings.data_dir / ADMIN_TOKEN_FILE, (token + "\n").encode())
         if hasattr(store, "claim_meta"):  # a shared store: this is now the log's key
             store.claim_meta("log_verifier_key", signer.verifier_key())
     finally:
@@ -106,6 +109,13 @@ def _private_file(path: Path, content: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(content)
+
+
+def _replace_private_file(path: Path, content: bytes) -> None:
+    # A file left from an earlier, removed log names a token this store never had.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    _private_file(path, content)
 
 
 def load_salt(settings: Settings) -> bytes:

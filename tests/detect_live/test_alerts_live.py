@@ -110,9 +110,10 @@ def test_console_login_without_mfa_alert_everywhere(live: Server, receiver: Rece
 
     # The server log: one structured line.
     lines = [json.loads(line) for line in live.log_path.read_text().splitlines() if line.startswith("{")]
-    raised = [entry for entry in lines if entry.get("message") == "alert raised"
+    raised = [entry for entry in lines if entry.get("message", "").startswith("alert raised")
               and entry["alert"]["id"] == alert["id"]]
     assert len(raised) == 1
+    assert raised[0]["message"] == f"alert raised: {alert['title']} [{alert['rule_id']}] (level {alert['level']})"
     assert raised[0]["alert"]["indexes"] == [matched]
 
 

@@ -5,6 +5,10 @@ the requests in flight finish (at most ``shutdown_grace`` seconds), then the
 lifespan shutdown lets the sequencer commit what is queued and sign a final
 checkpoint. A second signal stops at once.
 
+The listening socket is bound before anything else starts, so a port already in use
+is reported at once (:class:`~auditfed.errors.ListenError`), not after the node's
+start-up; ``on_ready`` runs once the server accepts connections.
+
 Why uvicorn (httptools) with :mod:`auditfed.api.connections` guarding it: measured
 with ``python -m bench.server_choice`` on 127.0.0.1 (2 shared cores): 1,000
 connections trickling a header line while a client POSTs every 0.25 s for 12 s, then
@@ -28,10 +32,13 @@ answers 503 to authenticated work once unauthenticated clients hold the connecti
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
+import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -39,6 +46,7 @@ import uvicorn
 from auditfed.api.app import create_app
 from auditfed.api.connections import ConnectionLimits, guarded_protocol
 from auditfed.config import Settings
+from auditfed.errors import ListenError
 from auditfed.ingest.workers import tune_garbage_collector
 from auditfed.node import Node
 
@@ -46,9 +54,15 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, grace: float) -> None:
+    def __init__(self, config: uvicorn.Config, grace: float, on_ready: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.grace = grace
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.on_ready is not None and self.started:
+            self.on_ready()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         state = self.config.app.state  # type: ignore[attr-defined]
@@ -66,6 +80,9 @@ class DrainingServer(uvicorn.Server):
             time.sleep(0.02)
         self.should_exit = True
 
+
+#: Connections the kernel queues before the server accepts them.
+BACKLOG = 4096
 
 #: File descriptors kept apart from connections (store, logs, ingest workers' pipes).
 RESERVED_FDS = 128
@@ -94,7 +111,33 @@ def connection_limits(settings: Settings, fd_limit: int) -> ConnectionLimits:
                             header_timeout=settings.header_timeout, body_timeout=settings.body_timeout)
 
 
-def serve(settings: Settings) -> None:
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``. Listening at once (not only binding) holds
+    the port: with SO_REUSEADDR, Linux lets a second socket bind a port nobody listens
+    on yet. Clients connecting during start-up wait in the backlog."""
+    sock: socket.socket | None = None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        fix = f"make demo PORT={port + 1}, or serve --listen {host}:{port + 1}"
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(f"{host}:{port} is already in use (another auditfed?): stop that server "
+                              f"or pick a free port: {fix}") from None
+        raise ListenError(f"cannot listen on {host}:{port} ({exc.strerror}): pick another address: {fix}") from None
+    return sock
+
+
+def serve(settings: Settings, listener: socket.socket | None = None,
+          on_ready: Callable[[], None] | None = None) -> None:
+    """Serve on ``listener`` (bound to the settings' address if not given) until a
+    signal; ``on_ready`` is called once connections are accepted."""
+    listener = listener or bind_listener(settings.host, settings.port)
     limits = connection_limits(settings, raise_fd_limit())
     node = Node(settings)
     tune_garbage_collector()
@@ -111,6 +154,6 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
         timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]
-        backlog=4096,
+        backlog=BACKLOG,
     )
-    DrainingServer(config, settings.shutdown_grace).run()
+    DrainingServer(config, settings.shutdown_grace, on_ready).run(sockets=[listener])

@@ -48,7 +48,7 @@ def _local_store(data: Path | None, config: Path | None) -> tuple[Settings, Stor
     settings = load_settings(config, data_dir=data)
     fresh = initialise(settings)
     if fresh is not None:
-        err.print(f"Initialised {settings.data_dir}; its admin token (shown only now): "
+        err.print(f"Initialised {settings.data_dir}; its admin token (also in its admin.token): "
                   f"{fresh.admin_token}")
     return settings, open_store(settings.store_url, fsync=settings.fsync)
 

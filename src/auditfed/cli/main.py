@@ -111,13 +111,30 @@ def init(
     if created is None:
         raise InvalidInput(f"{settings.data_dir} is already initialised")
     _announce(settings, created)
+    _print_admin_token(settings, created.admin_token)
 
 
 def _announce(settings: Settings, created: Any) -> None:
     err.print(f"Initialised [bold]{settings.data_dir}[/] (log origin {created.origin})")
     err.print(f"Verifier key: {created.verifier_key}")
-    err.print("Admin token (shown only now, keep it safe):")
-    out.print(created.admin_token)
+
+
+def _print_admin_token(settings: Settings, token: str) -> None:
+    """The admin token alone on stdout, last, where a newcomer looks for it."""
+    from auditfed.node import ADMIN_TOKEN_FILE
+
+    err.print(f"Admin token (keep it safe; also in {settings.data_dir / ADMIN_TOKEN_FILE}, mode 0600):")
+    out.print(token)
+
+
+def _admin_token_to_show(settings: Settings, created: Any) -> str | None:
+    """The token just created; for the demo also the one kept from an earlier start."""
+    from auditfed.node import ADMIN_TOKEN_FILE
+
+    if created is not None:
+        return created.admin_token
+    kept = settings.data_dir / ADMIN_TOKEN_FILE
+    return kept.read_text().strip() if settings.demo and kept.is_file() else None
 
 
 @app.command()
@@ -145,6 +162,7 @@ def serve(
         help="keep meta-audit records at least this long (0: no floor) [400d]")] = None,
 ) -> None:
     """Run the server (initialising the data dir on first start)."""
+    from auditfed.api.server import bind_listener
     from auditfed.api.server import serve as run_server
     from auditfed.observability import configure_logging
 
@@ -155,12 +173,19 @@ def serve(
         log_level=log_level, log_format=log_format, node_name=node_name, upstream=upstream,
         upstream_token=upstream_token, retention=retention, retention_floor=retention_floor,
     )
+    listener = bind_listener(settings.host, settings.port)  # a port in use fails here, before anything else
     created = initialise(settings)
     if created is not None:
         _announce(settings, created)
     configure_logging(settings.log_level, settings.log_format)
-    err.print(f"auditfed serving on http://{settings.listen}")
-    run_server(settings)
+    token = _admin_token_to_show(settings, created)
+
+    def ready() -> None:
+        err.print(f"auditfed serving on http://{settings.listen}")
+        if token is not None:
+            _print_admin_token(settings, token)
+
+    run_server(settings, listener, on_ready=ready)
 
 
 # --- tokens ---
@@ -189,7 +214,7 @@ def token_create(
     settings = _settings(data, config)
     fresh = initialise(settings)
     if fresh is not None:
-        err.print(f"Initialised {settings.data_dir}; its admin token (shown only now): "
+        err.print(f"Initialised {settings.data_dir}; its admin token (also in its admin.token): "
                   f"{fresh.admin_token}")
     from datetime import UTC, datetime, timedelta
 

@@ -85,6 +85,10 @@ __all__ = [
     "alert_document",
 ]
 
+#: How each new alert's log line starts; its ``alert`` extra holds id, rule_id, title,
+#: level and where in the log it matched (the demo counts these records).
+ALERT_RAISED = "alert raised"
+
 #: The store meta key of the watermark (events below it are processed).
 WATERMARK_KEY = "detect.processed"
 #: Seconds between watermark writes (a crash replays at most this much again).
@@ -893,9 +897,10 @@ class DetectionService:
             document = alert_document(record)
             self.stream.publish(document)
             self.metrics.alerts.labels(record.level or "none").inc()
-            log.warning("alert raised", extra={"alert": {
-                k: document[k] for k in ("id", "rule_id", "title", "level", "type", "indexes",
-                                         "group", "log_index", "first_time", "last_time")}})
+            log.warning(ALERT_RAISED + ": %s [%s] (level %s)", document["title"], document["rule_id"],
+                        document["level"] or "none", extra={"alert": {
+                            k: document[k] for k in ("id", "rule_id", "title", "level", "type", "indexes",
+                                                     "group", "log_index", "first_time", "last_time")}})
         return raised
 
     def _event_of(self, alert: Alert, alert_id: str) -> dict[str, Any]:
