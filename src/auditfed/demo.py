@@ -142,11 +142,11 @@ def account_takeover(now: datetime) -> list[dict[str, Any]]:
 
 
 def grant_then_export(now: datetime) -> list[dict[str, Any]]:
-    """dave gets a role and exports every invoice minutes later
+    """dave gets a role and exports every invoice a moment later
     ("Privilege Grant Followed by a Bulk Export by the Grantee")."""
     dave = "dave@corp.example"
     return [
-        {"time": format_time(now - timedelta(minutes=3)), "action": "iam.role.grant", "outcome": "success",
+        {"time": format_time(now - timedelta(seconds=1)), "action": "iam.role.grant", "outcome": "success",
          "actor": {"id": "bob", "type": "user", "principal": "bob@corp.example"},
          "resource": {"type": "principal", "id": dave}, "reason": "CHG-4711 finance read access",
          "source": {"service": "idp", "kind": "app"}, "attributes": {"role": "finance-admin"}},
