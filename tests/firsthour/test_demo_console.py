@@ -115,3 +115,15 @@ def test_a_port_in_use_fails_at_once_naming_the_port_and_the_fix(demo: Demo, tmp
     assert "make demo PORT=" in errors[0] and "--listen" in errors[0]
     assert "serving on" not in result.stderr and "Traceback" not in result.stderr
     assert not data.exists()  # nothing initialised for a server that cannot start
+
+
+def test_a_restarted_demo_shows_the_kept_token_last(tmp_path: Path) -> None:
+    data = tmp_path / "auditfed-data"
+    token = run_cli("init", "--data", str(data), check=True).stdout.strip()
+    restarted = Demo(data)
+    try:
+        lines = [line for line in restarted.wait_for(re.compile(re.escape(token)), timeout=60) if line.strip()]
+        serving = lines.index(f"auditfed serving on http://127.0.0.1:{restarted.port}")
+        assert lines[serving + 2] == token and "admin.token" in lines[serving + 1]
+    finally:
+        restarted.stop()
