@@ -36,6 +36,7 @@ class Demo:
                  "--listen", f"127.0.0.1:{self.port}"],
                 stdout=console, stderr=subprocess.STDOUT,
                 env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+                start_new_session=True,  # a process group of its own, as in a terminal
             )
 
     def lines(self) -> list[str]:
@@ -52,9 +53,10 @@ class Demo:
             time.sleep(0.5)
         raise AssertionError(f"no line matching {pattern.pattern}:\n" + "\n".join(self.lines()[-40:]))
 
-    def stop(self) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop with ``sig`` sent to the whole process group (SIGINT: a terminal's Ctrl-C)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -117,7 +119,7 @@ def test_a_port_in_use_fails_at_once_naming_the_port_and_the_fix(demo: Demo, tmp
     assert not data.exists()  # nothing initialised for a server that cannot start
 
 
-def test_a_restarted_demo_shows_the_kept_token_last(tmp_path: Path) -> None:
+def test_a_restarted_demo_shows_the_kept_token_last_and_ctrl_c_ends_it_cleanly(tmp_path: Path) -> None:
     data = tmp_path / "auditfed-data"
     token = run_cli("init", "--data", str(data), check=True).stdout.strip()
     restarted = Demo(data)
@@ -125,5 +127,8 @@ def test_a_restarted_demo_shows_the_kept_token_last(tmp_path: Path) -> None:
         lines = [line for line in restarted.wait_for(re.compile(re.escape(token)), timeout=60) if line.strip()]
         serving = lines.index(f"auditfed serving on http://127.0.0.1:{restarted.port}")
         assert lines[serving + 2] == token and "admin.token" in lines[serving + 1]
+        restarted.stop(signal.SIGINT)
+        assert restarted.process.returncode == 0
+        assert "Traceback" not in restarted.output.read_text()
     finally:
         restarted.stop()

@@ -32,6 +32,7 @@ import logging
 import multiprocessing
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -133,6 +134,9 @@ def _start_worker(settings: Settings, salt: bytes, server_pid: int, jwks_dir: Pa
     from auditfed.observability import configure_logging
 
     _exit_with(server_pid)
+    # Ctrl-C reaches the terminal's whole process group: the server drains and shuts the
+    # pool down itself, while a worker interrupted in its queue read prints a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(settings.log_level, settings.log_format)
     directory, verifier = identity_of(settings, jwks_dir)
     _enrichers = ingest_enrichers(verifier, directory, Redactor(settings.redaction, salt))
