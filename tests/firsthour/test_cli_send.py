@@ -60,3 +60,33 @@ def test_a_file_refused_whole_names_its_item_from_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{path} item 2: " in result.stderr and "duplicate member name 'n'" in result.stderr
     assert result.stdout == ""
+
+
+def test_the_progress_bar_shows_the_total(fresh_server: Server, tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from support.server import AUDITFED
+
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(_event(i) for i in range(150)))
+    env = {**os.environ, "AUDITFED_URL": fresh_server.url, "COLUMNS": "120",
+           "AUDITFED_TOKEN": fresh_server.token("source", service="web")}
+    env.pop("NO_COLOR", None)
+    controller, terminal = pty.openpty()  # rich draws the bar only on a terminal
+    process = subprocess.Popen([*AUDITFED, "send", str(path), "--batch-size", "50"], env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the other end closed: the command has finished
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(controller)
+    assert process.wait(timeout=120) == 0
+    assert b"/150" in drawn and b"accepted 150" in drawn
