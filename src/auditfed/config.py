@@ -15,10 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from auditfed.defaults import DEFAULT_PORT
 from auditfed.errors import ConfigError
-
-DEFAULT_PORT = 8400
-DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
 class Settings(BaseSettings):

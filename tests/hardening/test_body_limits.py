@@ -205,7 +205,7 @@ def test_send_refuses_a_file_that_breaks_ijson(server: Server, source_token: str
     env = {"AUDITFED_URL": server.url, "AUDITFED_TOKEN": source_token}
     result = run_cli("send", str(bad), env=env)
     assert result.returncode == 1
-    assert "bad.json" in result.stderr and "item 1" in result.stderr
+    assert "bad.json item 2:" in result.stderr  # 1-based (issue #18): the second item
     assert "duplicate member name 'n'" in result.stderr and "Traceback" not in result.stderr
     assert stored(server, admin, actor) == 0
     # NDJSON: the bad line is rejected, the good ones are stored.
@@ -214,5 +214,5 @@ def test_send_refuses_a_file_that_breaks_ijson(server: Server, source_token: str
                       b'{"action":"a.b","actor":{"id":"' + actor.encode() + b'"},"action":"c.d"}\n')
     sent = json.loads(run_cli("send", str(lines), "--json", env=env).stdout)
     assert sent["accepted"] == 1 and sent["rejected"] == 1, sent
-    assert "mixed.ndjson item 1" in sent["errors"][0] and "duplicate member name 'action'" in sent["errors"][0]
+    assert "mixed.ndjson line 2:" in sent["errors"][0] and "duplicate member name 'action'" in sent["errors"][0]
     assert stored(server, admin, actor) == 1

@@ -13,9 +13,9 @@ from starlette.responses import Response
 from auditfed.api.deps import authorise, node_of, record
 from auditfed.api.problems import media_response
 from auditfed.api.responses import JSON, DecodedBodyRoute
+from auditfed.defaults import MAX_TOKEN_SECONDS
 from auditfed.errors import NotFound
 from auditfed.event import event_json_schema
-from auditfed.identity.tokens import MAX_TOKEN_SECONDS
 from auditfed.ingest.meta import token_details
 
 router = APIRouter(route_class=DecodedBodyRoute)

@@ -19,10 +19,11 @@ from starlette.responses import Response, StreamingResponse
 from auditfed.api.deps import MAX_INDEX, READERS, authorise, node_of, reader, record, scope_filter
 from auditfed.api.problems import media_response
 from auditfed.api.responses import JSON, DecodedBodyRoute
+from auditfed.defaults import DEFAULT_GAP_SECONDS
 from auditfed.errors import InvalidInput
 from auditfed.query import compliance, evidence
 from auditfed.query.reading import checked_value, parse_checked, parse_time_bound, wait_indexed
-from auditfed.query.timeline import DEFAULT_GAP_SECONDS, principal_timeline
+from auditfed.query.timeline import principal_timeline
 from auditfed.query.traces import check_trace_id, get_trace
 
 router = APIRouter(tags=["answers"], route_class=DecodedBodyRoute)

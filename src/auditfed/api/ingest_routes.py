@@ -127,4 +127,5 @@ def answer(outcome: Ingested, **extra: Any) -> Response:
         "rejected": outcome.rejected,
         **extra,
         "results": outcome.results,
+        "errors": outcome.errors,  # every problem of every rejected item (the CLI lists them all)
     })

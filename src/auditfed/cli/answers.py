@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import orjson
@@ -22,16 +22,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from auditfed.cli.access import LocalLog
-from auditfed.cli.client import ApiError, Client
-from auditfed.cli.ui import progress_bar
-from auditfed.config import load_settings
+from auditfed.defaults import DEFAULT_GAP_SECONDS
 from auditfed.errors import InvalidInput
-from auditfed.identity.directory import Directory
-from auditfed.query import compliance, evidence
-from auditfed.query.reading import parse_checked, parse_time_bound
-from auditfed.query.timeline import DEFAULT_GAP_SECONDS, principal_timeline
-from auditfed.query.traces import get_trace
+
+if TYPE_CHECKING:
+    from auditfed.cli.client import Client
+    from auditfed.identity.directory import Directory
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -51,6 +47,10 @@ class _Source:
     """Answers from a local store or from a server's API (same JSON shapes)."""
 
     def __init__(self, url: str | None, token: str | None, data: Path | None, config: Path | None) -> None:
+        from auditfed.cli.access import LocalLog
+        from auditfed.cli.client import Client
+        from auditfed.config import load_settings
+
         self.client: Client | None = None
         self.local: LocalLog | None = None
         self.directory: Directory | None = None
@@ -76,6 +76,8 @@ class _Source:
 
 
 def _directory(value: object, base: Path) -> Directory | None:
+    from auditfed.identity.directory import Directory
+
     if value is None or isinstance(value, Directory):
         return value
     if isinstance(value, Mapping):
@@ -116,6 +118,8 @@ def trace_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Every event of one trace across services, as a span tree with durations."""
+    from auditfed.query.traces import get_trace
+
     with _Source(url, token, data, config) as src:
         if src.client:
             answer = src.get(f"/v1/traces/{quote(trace_id, safe='')}")
@@ -171,6 +175,8 @@ def timeline_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Everything one principal did across all sources (aliases expanded), newest first."""
+    from auditfed.query.timeline import principal_timeline
+
     with _Source(url, token, data, config) as src:
         if src.client:
             answer = src.get(f"/v1/principals/{quote(principal, safe='@')}/timeline", limit=limit, gap=gap)
@@ -221,6 +227,8 @@ def who_accessed_command(
     as_json: JsonOpt = False,
 ) -> None:
     """When was this data read, queried or exported, and by whom."""
+    from auditfed.query import compliance
+
     with _Source(url, token, data, config) as src:
         answer = (src.get("/v1/who-accessed", resource=resource, limit=limit) if src.client
                   else compliance.who_accessed(src.local.store, resource, limit=limit))  # type: ignore[union-attr]
@@ -238,6 +246,8 @@ def who_changed_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Every create / update / delete / grant / config change: who, when, from where, why."""
+    from auditfed.query import compliance
+
     with _Source(url, token, data, config) as src:
         answer = (src.get("/v1/who-changed", resource=resource, limit=limit) if src.client
                   else compliance.who_changed(src.local.store, resource, limit=limit))  # type: ignore[union-attr]
@@ -258,6 +268,8 @@ def enforcement_command(
     as_json: JsonOpt = False,
 ) -> None:
     """For each hop of a request: was a policy decision recorded, by whom; anything after a deny."""
+    from auditfed.query import compliance
+
     with _Source(url, token, data, config) as src:
         answer = (src.get(f"/v1/enforcement/{quote(trace_id, safe='')}") if src.client
                   else compliance.enforcement(src.local.store, trace_id))  # type: ignore[union-attr]
@@ -289,6 +301,9 @@ def unjustified_changes_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Changes with no stated reason in a time range."""
+    from auditfed.query import compliance
+    from auditfed.query.reading import parse_time_bound
+
     with _Source(url, token, data, config) as src:
         if src.client:
             answer = src.get("/v1/unjustified-changes", since=since, until=until, limit=limit)
@@ -318,6 +333,10 @@ def evidence_export(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the matching events with inclusion proofs against one signed checkpoint."""
+    from auditfed.cli.ui import progress_bar
+    from auditfed.query import evidence
+    from auditfed.query.reading import parse_checked
+
     expr = parse_checked(query)  # refuse a bad query before touching anything
     older = consistency_from or []
     partial = output.with_name(output.name + ".partial")
@@ -344,6 +363,8 @@ def evidence_export(
 
 def _remote_export(client: Client, query: str, limit: int | None, older: list[int], target: Path,
                    advance: Any) -> dict[str, Any]:
+    from auditfed.cli.client import ApiError
+
     body = {"query": query, "limit": limit, "consistency_from": older}
     lines = 0
     last = b""
@@ -380,6 +401,9 @@ def evidence_verify(
 ) -> None:
     """Check a bundle offline: checkpoint signature, every inclusion, consistency with --pinned."""
     import base64
+
+    from auditfed.cli.ui import progress_bar
+    from auditfed.query import evidence
 
     pinned_note = pinned.read_text() if pinned else None
     hashes = None

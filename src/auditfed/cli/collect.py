@@ -32,16 +32,18 @@ import hashlib
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 
-from auditfed.cli.client import ApiError, Client
-from auditfed.config import DEFAULT_URL
+from auditfed.defaults import DEFAULT_URL
 from auditfed.errors import InvalidInput
-from auditfed.sources import Collector
+
+if TYPE_CHECKING:
+    from auditfed.cli.client import Client
+    from auditfed.sources import Collector
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -82,6 +84,8 @@ class Shipper:
 
     def ship(self, name: str, records: list[bytes]) -> bool:
         """Send until acknowledged; False only when asked to stop meanwhile."""
+        from auditfed.cli.client import ApiError
+
         body = self._body(records)
         delay = 0.5
         while True:
@@ -171,6 +175,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     ) -> None:
         """Follow log files (rotation, truncation) and ship new records; resumable."""
+        from auditfed.cli.client import Client
+        from auditfed.sources import Collector
+
         name = ALIASES.get(fmt, fmt)
         if name not in ENDPOINTS:
             raise InvalidInput(f"unknown --format {fmt!r}; known: {', '.join(ENDPOINTS)}")

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from auditfed.cli.client import Client
-from auditfed.cli.records import record_local_act
-from auditfed.config import DEFAULT_URL, Settings, load_settings
-from auditfed.federation.hub import enrol_node, node_summary, reinstate_node
-from auditfed.node import initialise
-from auditfed.store import Store, open_store
+from auditfed.defaults import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from auditfed.config import Settings
+    from auditfed.store import Store
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -45,6 +44,10 @@ def _emit(value: Any) -> None:
 
 
 def _local_store(data: Path | None, config: Path | None) -> tuple[Settings, Store]:
+    from auditfed.config import load_settings
+    from auditfed.node import initialise
+    from auditfed.store import open_store
+
     settings = load_settings(config, data_dir=data)
     fresh = initialise(settings)
     if fresh is not None:
@@ -61,6 +64,10 @@ def node_add(
     data: DataOpt = None, config: ConfigOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Enrol a node: register its log key; print its node token (stdout, only now)."""
+    from auditfed.cli.client import Client
+    from auditfed.cli.records import record_local_act
+    from auditfed.federation.hub import enrol_node
+
     if url:
         created = Client(url, token).request("POST", "/v1/federation/nodes",
                                              json={"name": name, "key": key}).json()
@@ -85,6 +92,10 @@ def node_reset(
     data: DataOpt = None, config: ConfigOpt = None, url: UrlOpt = None, token: TokenOpt = None,
 ) -> None:
     """Reinstate a refused node (after an alert has been dealt with)."""
+    from auditfed.cli.client import Client
+    from auditfed.cli.records import record_local_act
+    from auditfed.federation.hub import reinstate_node
+
     if url:
         Client(url, token).request("POST", f"/v1/federation/nodes/{name}/reinstate",
                                    json={"rebaseline": rebaseline})
@@ -102,6 +113,8 @@ def node_reset(
 @node_app.command("list")
 def node_list(data: DataOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Enrolled nodes and what the hub verified of each."""
+    from auditfed.federation.hub import node_summary
+
     _, store = _local_store(data, config)
     try:
         nodes = [node_summary(r) for r in store.federation_nodes()]
@@ -129,6 +142,8 @@ def federation_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Forwarding lag of this node and the state of the nodes of this hub."""
+    from auditfed.cli.client import Client
+
     status = Client(url, token).request("GET", "/v1/federation/status").json()
     if as_json:
         _emit(status)

@@ -10,38 +10,28 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+# Only what the command signatures need is imported here: ``--help`` must not load the
+# server stack (pydantic, httpx, the detection engine). Each command imports its own.
 from auditfed.cli import answers as answers_cli
 from auditfed.cli import collect as collect_command
 from auditfed.cli import federation as federation_cli
 from auditfed.cli import rules as rules_cli
 from auditfed.cli import status as status_cli
-from auditfed.cli.access import LocalLog, LogAccess, RemoteLog
-from auditfed.cli.client import Client
-from auditfed.cli.records import record_local_act
-from auditfed.cli.sending import send_files
-from auditfed.cli.ui import progress_bar
-from auditfed.config import DEFAULT_URL, Settings, load_settings
+from auditfed.defaults import DEFAULT_URL, MAX_TOKEN_SECONDS
 from auditfed.errors import AuditfedError, Forbidden, InvalidInput, NotFound
-from auditfed.identity.tokens import MAX_TOKEN_SECONDS, TokenAuthority
-from auditfed.ingest.meta import token_details
-from auditfed.ledger import (
-    Verifier,
-    leaf_hash,
-    verify_checkpoint,
-    verify_consistency,
-    verify_inclusion,
-)
-from auditfed.node import initialise, retention_floor
-from auditfed.store import open_store
-from auditfed.store.retention import age_text, apply_retention, parse_age
-from auditfed.verification import verify_log
+
+if TYPE_CHECKING:
+    from auditfed.cli.access import LogAccess
+    from auditfed.config import Settings
+    from auditfed.ledger import Verifier
 
 app = typer.Typer(
     name="auditfed",
@@ -73,17 +63,25 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def _settings(data: Path | None, config: Path | None, **flags: Any) -> Settings:
+    from auditfed.config import load_settings
+
     return load_settings(config, data_dir=data, **flags)
 
 
 def _access(url: str | None, token: str | None, data: Path | None, config: Path | None,
             store: str | None = None) -> LogAccess:
+    from auditfed.cli.access import LocalLog, RemoteLog
+    from auditfed.cli.client import Client
+
     if url:
         return RemoteLog(Client(url, token))
     return LocalLog(_settings(data, config, store=store))
 
 
 def _verifier(access: LogAccess, key: str | None) -> Verifier:
+    from auditfed.cli.access import RemoteLog
+    from auditfed.ledger import Verifier
+
     if key is None:
         if isinstance(access, RemoteLog):
             err.print("[yellow]warning:[/] no --key given: trusting the key the server "
@@ -96,6 +94,27 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+def _print_version(wanted: bool) -> None:
+    if not wanted:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("auditfed")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from auditfed import __version__ as number
+    out.print(f"auditfed {number}")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    pass
+
+
 # --- set-up and serving ---
 
 @app.command()
@@ -106,6 +125,8 @@ def init(
     origin: Annotated[str | None, typer.Option(help="log name in checkpoints")] = None,
 ) -> None:
     """Create a data dir: the log's Ed25519 key, the store and an admin token."""
+    from auditfed.node import initialise
+
     settings = _settings(data, config, store=store, origin=origin)
     created = initialise(settings)
     if created is None:
@@ -164,6 +185,7 @@ def serve(
     """Run the server (initialising the data dir on first start)."""
     from auditfed.api.server import bind_listener
     from auditfed.api.server import serve as run_server
+    from auditfed.node import initialise
     from auditfed.observability import configure_logging
 
     settings = _settings(
@@ -204,6 +226,13 @@ def token_create(
     token: TokenOpt = None,
 ) -> None:
     """Print a new bearer token (only the token, on stdout)."""
+    from auditfed.cli.client import Client
+    from auditfed.cli.records import record_local_act
+    from auditfed.identity.tokens import TokenAuthority
+    from auditfed.ingest.meta import token_details
+    from auditfed.node import initialise
+    from auditfed.store import open_store
+
     if url:
         client = Client(url, token)
         body = {"role": role, "service": service, "environment": environment,
@@ -238,6 +267,9 @@ def token_create(
 def _revoke_unrecorded(settings: Settings, token_id: str) -> None:
     """No administrative act without its record: take back a token whose creation
     could not be logged."""
+    from auditfed.identity.tokens import TokenAuthority
+    from auditfed.store import open_store
+
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
         TokenAuthority(store).revoke(token_id)
@@ -249,6 +281,9 @@ def _revoke_unrecorded(settings: Settings, token_id: str) -> None:
 @token_app.command("list")
 def token_list(data: DataOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List tokens (ids, roles, bindings; never the secrets)."""
+    from auditfed.identity.tokens import TokenAuthority
+    from auditfed.store import open_store
+
     settings = _settings(data, config)
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
@@ -272,6 +307,11 @@ def _record(record: Any) -> dict[str, Any]:
 @token_app.command("revoke")
 def token_revoke(token_id: str, data: DataOpt = None, config: ConfigOpt = None) -> None:
     """Revoke a token by its id (a running server stops honouring it within a second)."""
+    from auditfed.cli.records import record_local_act
+    from auditfed.identity.tokens import TokenAuthority
+    from auditfed.ingest.meta import token_details
+    from auditfed.store import open_store
+
     settings = _settings(data, config)
     store = open_store(settings.store_url, fsync=settings.fsync)
     try:
@@ -298,6 +338,9 @@ def send(
     as_json: JsonOpt = False,
 ) -> None:
     """Send audit events to a server, in batches, with retries and a progress bar."""
+    from auditfed.cli.client import Client
+    from auditfed.cli.sending import send_files
+
     client = Client(url, token)
     try:
         summary = send_files(client, files, format, batch_size)
@@ -308,8 +351,8 @@ def send(
     else:
         err.print(f"accepted {summary['accepted']}, duplicates {summary['duplicates']}, "
                   f"rejected {summary['rejected']}")
-        for error in summary["errors"][:20]:
-            err.print(f"  [red]rejected[/] {error}")
+        for error in summary["errors"]:  # all of them: each names its line or item, 1-based
+            err.print(f"  [red]rejected[/] {escape(error)}")
     if summary["rejected"]:
         raise typer.Exit(1)
 
@@ -327,6 +370,9 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute the whole log and check every checkpoint; exit 1 at the first fault."""
+    from auditfed.cli.ui import progress_bar
+    from auditfed.verification import verify_log
+
     access = _access(url, token, data, config, store)
     try:
         verifier = _verifier(access, key)
@@ -367,6 +413,11 @@ def retention(
     Meta-audit records younger than ``retention_floor`` (400d) are never removed: a
     cut into them is refused. Every run but a dry run is logged, refusals too.
     """
+    from auditfed.cli.records import record_local_act
+    from auditfed.node import retention_floor
+    from auditfed.store import open_store
+    from auditfed.store.retention import age_text, apply_retention, parse_age
+
     settings = _settings(data, config, store=store)
     age = parse_age(older_than) if older_than is not None else None
     floor = retention_floor(settings)
@@ -398,6 +449,8 @@ def checkpoint(
     token: TokenOpt = None,
 ) -> None:
     """Print the latest signed checkpoint, after checking its signature."""
+    from auditfed.ledger import verify_checkpoint
+
     access = _access(url, token, data, config)
     try:
         note = access.checkpoint()
@@ -415,6 +468,8 @@ def proof_inclusion(
     token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Prove that entry INDEX is in the log, against a signed checkpoint."""
+    from auditfed.ledger import leaf_hash, verify_checkpoint, verify_inclusion
+
     access = _access(url, token, data, config)
     try:
         verifier = _verifier(access, key)
@@ -447,6 +502,8 @@ def proof_consistency(
     token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Prove that the signed tree of size NEW extends the signed tree of size OLD."""
+    from auditfed.ledger import verify_checkpoint, verify_consistency
+
     access = _access(url, token, data, config)
     try:
         verifier = _verifier(access, key)

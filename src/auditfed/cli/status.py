@@ -16,14 +16,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from auditfed.cli.client import Client
-from auditfed.config import load_settings
-from auditfed.store import open_store
-
 out = Console(highlight=False, soft_wrap=True)
 
 
 def local_status(store_url: str) -> dict[str, Any]:
+    from auditfed.store import open_store
+
     store = open_store(store_url)
     try:
         cluster_status = getattr(store, "cluster_status", None)
@@ -69,6 +67,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     ) -> None:
         """Show the leader, the queue of unsequenced events and each node."""
+        from auditfed.cli.client import Client
+        from auditfed.config import load_settings
+
         if url:
             client = Client(url, token)
             try:

@@ -40,8 +40,6 @@ from auditfed.store.base import Store, TokenRecord
 ROLES = ("source", "auditor", "admin", "node")  # node: a federation node, bound to its name
 _TOKEN_SHAPE = re.compile(r"^afd_[A-Za-z0-9_-]{43}$")
 _CACHE_LIMIT = 100_000
-#: Longest lifetime a token may be given (100 years; more overflowed the date: a 500).
-MAX_TOKEN_SECONDS = 100 * 365 * 86400
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from auditfed.defaults import DEFAULT_GAP_SECONDS
 from auditfed.identity.directory import Directory
 from auditfed.query.reading import READ_BYTES, Row, checked_value, collect
 from auditfed.query.traces import event_summary, parse_time
@@ -36,7 +37,6 @@ from auditfed.store.filters import Expr, Or, Term
 
 __all__ = ["DEFAULT_GAP_SECONDS", "build_timeline", "principal_expr", "principal_matcher", "principal_timeline"]
 
-DEFAULT_GAP_SECONDS = 3600.0
 MAX_ALIASES = 200
 
 
